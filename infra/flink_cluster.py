@@ -1,0 +1,127 @@
+"""The Flink standalone cluster shipped in the pip install's `pyflink/bin`, run with
+FLINK_CONF_DIR=flink-conf/ (rendered from flink-conf/config.template.yaml).
+
+    python -m infra.flink_cluster render      # write flink-conf/config.yaml
+    python -m infra.flink_cluster start|stop|status
+    python -m infra.flink_cluster run -- <args of `flink run`>
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+from string import Template
+
+from infra import paths
+from infra.procs import ensure_port_free, port_is_open, wait_until
+
+REST_PORT = 8081
+RPC_PORT = 6123
+START_TIMEOUT_S = 120
+
+
+def flink_home() -> Path:
+    import pyflink
+
+    return Path(pyflink.__file__).resolve().parent
+
+
+def render_config(root: Path = paths.ROOT) -> Path:
+    template = Template((paths.FLINK_CONF / "config.template.yaml").read_text())
+    target = paths.FLINK_CONF / "config.yaml"
+    text = template.substitute(ROOT=root)
+    if not target.exists() or target.read_text() != text:
+        target.write_text(text)
+    return target
+
+
+def flink_env() -> dict[str, str]:
+    """Environment for pyflink/bin scripts: our conf dir, our venv's interpreter."""
+    render_config()
+    env = dict(os.environ)
+    env["FLINK_CONF_DIR"] = str(paths.FLINK_CONF)
+    env["FLINK_HOME"] = str(flink_home())
+    env["PYFLINK_CLIENT_EXECUTABLE"] = str(paths.ROOT / ".venv" / "bin" / "python")
+    (paths.RUN / "flink" / "log").mkdir(parents=True, exist_ok=True)
+    return env
+
+
+def _bin(script: str) -> str:
+    return str(flink_home() / "bin" / script)
+
+
+def rest(path: str, timeout_s: float = 5) -> dict:
+    with urllib.request.urlopen(f"http://127.0.0.1:{REST_PORT}{path}", timeout=timeout_s) as r:
+        return json.loads(r.read())
+
+
+def taskmanagers_registered() -> int:
+    try:
+        return len(rest("/taskmanagers")["taskmanagers"])
+    except (urllib.error.URLError, OSError, ValueError):
+        return 0
+
+
+def is_running() -> bool:
+    return port_is_open(REST_PORT) and taskmanagers_registered() > 0
+
+
+def start() -> None:
+    if is_running():
+        print(f"Flink cluster already running: http://127.0.0.1:{REST_PORT}")
+        return
+    ensure_port_free(REST_PORT, "Flink REST endpoint")
+    ensure_port_free(RPC_PORT, "Flink JobManager RPC")
+    subprocess.run([_bin("start-cluster.sh")], env=flink_env(), check=True,
+                   stdout=subprocess.DEVNULL)
+    logs = sorted((paths.RUN / "flink" / "log").glob("*.log"))
+    try:
+        wait_until(is_running, START_TIMEOUT_S, "Flink standalone cluster", logs=logs)
+    except TimeoutError:
+        stop()
+        raise
+    print(f"Flink cluster up: http://127.0.0.1:{REST_PORT}")
+
+
+def stop() -> None:
+    env = flink_env()
+    subprocess.run([_bin("stop-cluster.sh")], env=env, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
+    wait_until(lambda: not port_is_open(REST_PORT), 60, "Flink cluster shutdown")
+
+
+def flink_run(args: list[str], **kwargs) -> subprocess.CompletedProcess:
+    """`flink run ...` against the standalone cluster, with our conf and connector jar."""
+    cmd = [_bin("flink"), "run", *args]
+    return subprocess.run(cmd, env=flink_env(), **kwargs)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("command", choices=["render", "start", "stop", "status", "run"])
+    parser.add_argument("rest", nargs=argparse.REMAINDER, help="arguments of `flink run`")
+    args = parser.parse_args(argv)
+    if args.command == "render":
+        print(render_config())
+    elif args.command == "start":
+        start()
+    elif args.command == "stop":
+        stop()
+        print("Flink cluster stopped")
+    elif args.command == "status":
+        up = is_running()
+        print(f"Flink cluster: {'running' if up else 'not running'}")
+        return 0 if up else 1
+    elif args.command == "run":
+        return flink_run([a for a in args.rest if a != "--"]).returncode
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""Produce to and read from Kafka topics with kafka-python (tests, demo, benchmarks)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterable
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.admin import NewTopic
+
+from infra.procs import wait_until
+
+
+def create_topics(bootstrap: str, names: Iterable[str], partitions: int = 1) -> None:
+    names = list(names)
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        existing = set(admin.list_topics())
+        new = [NewTopic(n, partitions, 1) for n in names if n not in existing]
+        if new:
+            admin.create_topics(new)
+        wait_until(lambda: set(names) <= set(admin.list_topics()), 30, f"topics {sorted(names)}")
+    finally:
+        admin.close()
+
+
+def unique_topics(*roles: str) -> dict[str, str]:
+    """Fresh topic names for one test run: role -> name."""
+    tag = uuid.uuid4().hex[:8]
+    return {role: f"{role}-{tag}" for role in roles}
+
+
+def produce(bootstrap: str, topic: str, values: Iterable[bytes], key: bytes | None = None) -> int:
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5,
+                             max_request_size=16 * 1024 * 1024)
+    n = 0
+    try:
+        for value in values:
+            producer.send(topic, value, key=key)
+            n += 1
+        producer.flush()
+    finally:
+        producer.close()
+    return n
+
+
+def consume(
+    bootstrap: str,
+    topic: str,
+    expected: int | None = None,
+    timeout_s: float = 60,
+    idle_s: float = 3,
+) -> list[bytes]:
+    """Read a topic from the beginning, committed records only (`read_committed`).
+
+    Stops when `expected` values arrived (then waits `idle_s` more to catch extras),
+    or when `timeout_s` passed.
+    """
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+        group_id=None,
+        fetch_max_bytes=64 * 1024 * 1024,
+        max_partition_fetch_bytes=16 * 1024 * 1024,
+    )
+    values: list[bytes] = []
+    deadline = time.monotonic() + timeout_s
+    extra_until: float | None = None
+    try:
+        while time.monotonic() < deadline:
+            batch = consumer.poll(timeout_ms=500)
+            for records in batch.values():
+                values.extend(r.value for r in records)
+            if expected is not None and len(values) >= expected:
+                extra_until = extra_until or time.monotonic() + idle_s
+                if time.monotonic() >= extra_until:
+                    break
+    finally:
+        consumer.close()
+    return values

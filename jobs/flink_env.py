@@ -1,0 +1,99 @@
+"""Building blocks the job files share: the execution environment, Kafka sources and sinks."""
+
+from __future__ import annotations
+
+import sys
+
+from pyflink.common import Configuration
+from pyflink.common.serialization import ByteArraySchema
+from pyflink.datastream import CheckpointingMode, StreamExecutionEnvironment
+from pyflink.datastream.connectors.base import DeliveryGuarantee
+from pyflink.datastream.connectors.kafka import (
+    KafkaOffsetsInitializer,
+    KafkaRecordSerializationSchema,
+    KafkaSink,
+    KafkaSource,
+)
+
+from infra.paths import kafka_connector_jar
+
+STARTING_OFFSETS = {
+    "earliest": KafkaOffsetsInitializer.earliest,
+    "latest": KafkaOffsetsInitializer.latest,
+    "committed": lambda: KafkaOffsetsInitializer.committed_offsets(),
+}
+DELIVERY = {
+    "exactly-once": DeliveryGuarantee.EXACTLY_ONCE,
+    "at-least-once": DeliveryGuarantee.AT_LEAST_ONCE,
+    "none": DeliveryGuarantee.NONE,
+}
+
+
+def execution_environment(
+    parallelism: int, checkpoint_interval_ms: int
+) -> StreamExecutionEnvironment:
+    """An environment whose Python workers run in separate processes with this interpreter.
+
+    The same code serves a local MiniCluster (`python -m jobs.x`) and `flink run`.
+    """
+    config = Configuration()
+    config.set_string("python.execution-mode", "process")
+    # The workers use the interpreter that runs the job's driver: the project's venv.
+    config.set_string("python.executable", sys.executable)
+    env = StreamExecutionEnvironment.get_execution_environment(config)
+    # Appends to what `flink run -j` set; as a job's jar, not in the cluster's lib/.
+    env.add_jars(kafka_connector_jar().as_uri())
+    env.set_parallelism(parallelism)
+    if checkpoint_interval_ms > 0:
+        env.enable_checkpointing(checkpoint_interval_ms, CheckpointingMode.EXACTLY_ONCE)
+    return env
+
+
+def bytes_source(
+    bootstrap_servers: str,
+    topic: str,
+    group_id: str,
+    starting_offsets: str = "earliest",
+    bounded: bool = False,
+) -> KafkaSource:
+    """A source of raw record values (Python `bytes`)."""
+    builder = (
+        KafkaSource.builder()
+        .set_bootstrap_servers(bootstrap_servers)
+        .set_topics(topic)
+        .set_group_id(group_id)
+        .set_starting_offsets(STARTING_OFFSETS[starting_offsets]())
+        .set_value_only_deserializer(ByteArraySchema())
+        # Read only what exactly-once producers committed.
+        .set_property("isolation.level", "read_committed")
+        .set_property("partition.discovery.interval.ms", "10000")
+    )
+    if bounded:
+        builder = builder.set_bounded(KafkaOffsetsInitializer.latest())
+    return builder.build()
+
+
+def bytes_sink(
+    bootstrap_servers: str,
+    topic: str,
+    delivery: str = "at-least-once",
+    transactional_id_prefix: str | None = None,
+) -> KafkaSink:
+    """A sink of raw record values (Python `bytes`) to one topic."""
+    builder = (
+        KafkaSink.builder()
+        .set_bootstrap_servers(bootstrap_servers)
+        .set_record_serializer(
+            KafkaRecordSerializationSchema.builder()
+            .set_topic(topic)
+            .set_value_serialization_schema(ByteArraySchema())
+            .build()
+        )
+        .set_delivery_guarantee(DELIVERY[delivery])
+        .set_property("max.request.size", str(16 * 1024 * 1024))
+    )
+    if delivery == "exactly-once":
+        # Must not exceed the broker's transaction.max.timeout.ms.
+        builder = builder.set_transactional_id_prefix(transactional_id_prefix or topic)
+        builder = builder.set_property("transaction.timeout.ms", str(15 * 60 * 1000))
+    return builder.build()

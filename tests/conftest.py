@@ -1,0 +1,78 @@
+"""Fixtures that start real servers for the tests and always stop them.
+
+The Kafka broker runs on a free port with a fresh data folder per test session; the
+Flink standalone cluster is the project's own (flink-conf/), started on demand.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from infra import flink_cluster, paths
+from infra.kafka_broker import KafkaBroker
+from infra.procs import free_port
+
+
+@pytest.fixture(scope="session")
+def kafka(tmp_path_factory) -> Iterator[KafkaBroker]:
+    port = free_port()
+    while port + 1 >= 65535:
+        port = free_port()
+    broker = KafkaBroker(data_dir=tmp_path_factory.mktemp("kafka"), port=port)
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture(scope="session")
+def standalone_cluster() -> Iterator[None]:
+    already_running = flink_cluster.is_running()
+    if not already_running:
+        flink_cluster.start()
+    try:
+        yield
+    finally:
+        if not already_running:
+            flink_cluster.stop()
+
+
+def run_job(module: str, args: list[str], timeout_s: float = 300) -> subprocess.CompletedProcess:
+    """Run `python -m <module> <args>` (a job on a local MiniCluster) to completion.
+
+    The job runs in its own process group, killed whole if it overruns."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", module, *args],
+        cwd=paths.ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out, _ = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        pytest.fail(f"{module} did not finish in {timeout_s}s:\n{out[-5000:]}")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, None)
+
+
+@pytest.fixture
+def job_runner():
+    return run_job
+
+
+def connector_jar() -> Path:
+    return paths.kafka_connector_jar()
