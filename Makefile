@@ -10,8 +10,8 @@ PIP := $(PY) -m pip
 REQS := requirements/requirements.in
 CONSTRAINTS := requirements/constraints.txt
 
-.PHONY: setup venv jars protos flink-conf lock test lint demo \
-        kafka-up kafka-down cluster-up cluster-down down
+.PHONY: setup venv jars protos flink-conf lock test lint demo models \
+        kafka-up kafka-down cluster-up cluster-down store-up store-down down
 
 setup: venv jars protos flink-conf
 
@@ -68,4 +68,13 @@ cluster-up: setup
 cluster-down:
 	$(PY) -m infra.flink_cluster stop
 
-down: cluster-down kafka-down
+store-up: setup
+	$(PY) -m model_store.server start
+store-down:
+	$(PY) -m model_store.server stop
+
+# Sample models and their expected predictions, in .run/samples/.
+models: setup
+	$(PY) -m samples.build --out .run/samples
+
+down: cluster-down store-down kafka-down

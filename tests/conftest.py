@@ -76,3 +76,17 @@ def job_runner():
 
 def connector_jar() -> Path:
     return paths.kafka_connector_jar()
+
+
+@pytest.fixture(scope="session")
+def samples() -> dict[str, Path]:
+    """The sample models and their expected predictions (built once, cached in .run/)."""
+    from samples.build import build_all
+
+    return build_all(paths.RUN / "samples")
+
+
+def load_samples(folder: Path) -> dict:
+    import json
+
+    return json.loads((folder / "samples.json").read_text())

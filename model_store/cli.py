@@ -1,0 +1,149 @@
+"""model-store: publish models, list versions, roll back, send sample data.
+
+    model-store publish --name wine --data-type wine --type pmml --path model.pmml
+    model-store list [--name wine]
+    model-store rollback --name wine --version 1
+    model-store send --data-type wine --samples .run/samples/wine-pmml/samples.json --count 1000
+
+A publish copies the model into the versioned store and announces it on the models
+topic: inline when it is small, otherwise by its location on the store's HTTP server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from jobs.config import TopicNames
+from model_store.repository import ModelRepository, StoredModel
+from model_store.server import DEFAULT_PORT, DEFAULT_ROOT
+from scoring.pb import scoring_pb2 as pb
+from scoring.values import make_record
+
+TYPES = {"pmml": pb.PMML, "tensorflow": pb.TENSORFLOW_SAVED_MODEL}
+DEFAULT_INLINE_MAX = 256 * 1024
+
+
+def descriptor_for(repo: ModelRepository, stored: StoredModel, base_url: str,
+                   inline_max_bytes: int, action: int = pb.ModelDescriptor.DEPLOY,
+                   signature_name: str = "") -> pb.ModelDescriptor:
+    d = pb.ModelDescriptor(
+        name=stored.name, description=stored.description, data_type=stored.data_type,
+        model_type=stored.model_type_value, version=stored.version, sha256=stored.sha256,
+        size_bytes=stored.size_bytes, publish_time_ms=int(time.time() * 1000), action=action,
+        signature_name=signature_name,
+    )
+    if stored.size_bytes <= inline_max_bytes:
+        d.inline_bytes = repo.artifact_path(stored).read_bytes()
+    else:
+        d.location = f"{base_url.rstrip('/')}/{stored.name}/{stored.version}/{stored.file}"
+    return d
+
+
+def send_messages(bootstrap: str, topic: str, messages, key=None) -> int:
+    from infra.topics import produce
+
+    return produce(bootstrap, topic, (m.SerializeToString() for m in messages), key=key)
+
+
+def cmd_publish(args, repo: ModelRepository) -> int:
+    stored = repo.publish(args.name, args.path, TYPES[args.type], args.data_type, args.description)
+    d = descriptor_for(repo, stored, args.base_url, args.inline_max_bytes,
+                       signature_name=args.signature_name)
+    send_messages(args.bootstrap_servers, args.topic, [d], key=stored.data_type.encode())
+    how = "inline" if d.WhichOneof("artifact") == "inline_bytes" else d.location
+    print(f"published {stored.name} v{stored.version} ({stored.model_type}, {stored.size_bytes} bytes, "
+          f"for data type '{stored.data_type}') -> {args.topic} [{how}]")
+    return 0
+
+
+def cmd_list(args, repo: ModelRepository) -> int:
+    names = [args.name] if args.name else repo.names()
+    for name in names:
+        for m in repo.versions(name):
+            created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(m.created_ms / 1000))
+            print(f"{m.name}\tv{m.version}\t{m.model_type}\t{m.data_type}\t{m.size_bytes}\t{created}\t{m.sha256[:12]}")
+    return 0
+
+
+def cmd_rollback(args, repo: ModelRepository) -> int:
+    stored = repo.get(args.name, args.version)
+    d = descriptor_for(repo, stored, args.base_url, args.inline_max_bytes,
+                       action=pb.ModelDescriptor.ROLLBACK, signature_name=args.signature_name)
+    send_messages(args.bootstrap_servers, args.topic, [d], key=stored.data_type.encode())
+    print(f"rollback of '{stored.data_type}' to {stored.name} v{stored.version} sent to {args.topic}")
+    return 0
+
+
+def cmd_send(args, repo: ModelRepository) -> int:
+    rows = json.loads(Path(args.samples).read_text())["inputs"]
+    prefix = args.id_prefix or f"{args.data_type}-{int(time.time())}"
+    records = (
+        make_record(f"{prefix}-{i}", args.data_type, row, int(time.time() * 1000))
+        for i, row in zip(range(args.count), itertools.cycle(rows))
+    )
+    n = send_messages(args.bootstrap_servers, args.data_topic, records)
+    print(f"sent {n} '{args.data_type}' records to {args.data_topic}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    topics = TopicNames.from_env()
+    p = argparse.ArgumentParser(prog="model-store", description=__doc__,
+                                formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--store-root", type=Path, default=Path(os.environ.get("MODEL_STORE_ROOT", DEFAULT_ROOT)))
+    p.add_argument("--bootstrap-servers", default=os.environ.get("BOOTSTRAP_SERVERS", "127.0.0.1:9092"))
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def announcing(sp):
+        sp.add_argument("--topic", default=topics.models, help="models topic")
+        sp.add_argument("--base-url", default=os.environ.get(
+            "MODEL_STORE_URL", f"http://127.0.0.1:{DEFAULT_PORT}"), help="where the store's HTTP server is")
+        sp.add_argument("--inline-max-bytes", type=int, default=DEFAULT_INLINE_MAX,
+                        help="send artifacts up to this size inline (default 256 KiB)")
+        sp.add_argument("--signature-name", default="", help="TensorFlow signature (default serving_default)")
+
+    pub = sub.add_parser("publish", help="store a model as its next version and announce it")
+    pub.add_argument("--name", required=True)
+    pub.add_argument("--data-type", required=True, help="the records this model scores")
+    pub.add_argument("--type", choices=sorted(TYPES), required=True)
+    pub.add_argument("--path", type=Path, required=True, help="a PMML file or a SavedModel directory")
+    pub.add_argument("--description", default="")
+    announcing(pub)
+
+    ls = sub.add_parser("list", help="list stored versions")
+    ls.add_argument("--name")
+
+    rb = sub.add_parser("rollback", help="serve an earlier stored version again")
+    rb.add_argument("--name", required=True)
+    rb.add_argument("--version", type=int, required=True)
+    announcing(rb)
+
+    send = sub.add_parser("send", help="send sample data records")
+    send.add_argument("--data-type", required=True)
+    send.add_argument("--samples", type=Path, required=True, help="a samples.json of `make models`")
+    send.add_argument("--count", type=int, default=100)
+    send.add_argument("--id-prefix", default="")
+    send.add_argument("--data-topic", default=topics.data)
+    return p
+
+
+COMMANDS = {"publish": cmd_publish, "list": cmd_list, "rollback": cmd_rollback, "send": cmd_send}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args, ModelRepository(args.store_root))
+    except (KeyError, ValueError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,277 @@
+"""Builds the sample models and data from data sets that ship inside packages.
+
+    python -m samples.build --out .run/samples      (`make models`)
+
+Each sample lands in `<out>/<sample>/` with its artifact (`model.pmml` or a
+`saved_model/` directory) and `samples.json`: sample inputs and the training
+framework's own predictions on them, to check the scoring backends against.
+
+- wine-pmml:  scikit-learn (StandardScaler + GradientBoosting) on sklearn's wine data, as PMML (nyoka)
+- wine-tf:    a Keras classifier on the same data and the same named inputs, as a SavedModel
+- spam-tf:    a text classifier taking raw strings (vectorisation inside the graph)
+- digits-tf:  an image classifier taking base64 JPEG strings (decode, resize, scale inside
+              the graph), on sklearn's 8x8 digits rendered as JPEG
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import json
+import os
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+
+SEED = 7
+N_SAMPLES = 16
+WINE_TARGET = "cultivar"
+
+
+def wine_data():
+    import pandas as pd
+    from sklearn.datasets import load_wine
+
+    data = load_wine()
+    names = [n.replace("/", "_") for n in data.feature_names]
+    return pd.DataFrame(data.data, columns=names), data.target
+
+
+def write_samples(out: Path, meta: dict, inputs: list[dict], expected: list[dict]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    doc = {**meta, "inputs": inputs, "expected": expected}
+    (out / "samples.json").write_text(json.dumps(doc, indent=1, default=_jsonable))
+
+
+def _jsonable(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON serialisable: {type(value)}")
+
+
+def build_wine_pmml(out: Path) -> None:
+    from nyoka import skl_to_pmml
+    from sklearn.ensemble import GradientBoostingClassifier
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X, y = wine_data()
+    pipeline = Pipeline(
+        [
+            ("scaler", StandardScaler()),
+            ("clf", GradientBoostingClassifier(n_estimators=30, max_depth=2, random_state=SEED)),
+        ]
+    ).fit(X, y)
+    out.mkdir(parents=True, exist_ok=True)
+    skl_to_pmml(pipeline, list(X.columns), WINE_TARGET, str(out / "model.pmml"))
+    rows = X.sample(N_SAMPLES, random_state=SEED)
+    proba = pipeline.predict_proba(rows)
+    expected = [
+        {**{f"probability_{k}": float(p[k]) for k in range(3)},
+         f"predicted_{WINE_TARGET}": int(c)}
+        for p, c in zip(proba, pipeline.predict(rows), strict=True)
+    ]
+    write_samples(out, {"model_type": "PMML", "data_type": "wine"},
+                  rows.to_dict(orient="records"), expected)
+
+
+def build_wine_tf(out: Path) -> None:
+    import keras
+    import tensorflow as tf
+
+    X, y = wine_data()
+    names = list(X.columns)
+    keras.utils.set_random_seed(SEED)
+    norm = keras.layers.Normalization()
+    norm.adapt(X.values.astype("float32"))
+    model = keras.Sequential([
+        keras.Input(shape=(len(names),)),
+        norm,
+        keras.layers.Dense(16, activation="relu"),
+        keras.layers.Dense(3, activation="softmax"),
+    ])
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy")
+    model.fit(X.values.astype("float32"), y, epochs=60, batch_size=32, verbose=0)
+
+    spec = {n: tf.TensorSpec([None], tf.float32, name=n) for n in names}
+
+    @tf.function(input_signature=[spec])
+    def serve(features):
+        x = tf.stack([features[n] for n in names], axis=1)
+        probabilities = model(x)
+        return {
+            "probabilities": probabilities,
+            "label": tf.argmax(probabilities, axis=1),
+            "confidence": tf.reduce_max(probabilities, axis=1),
+        }
+
+    export_saved_model(out, model, serve)
+    rows = X.sample(N_SAMPLES, random_state=SEED)
+    proba = model.predict(rows.values.astype("float32"), verbose=0)
+    expected = [
+        {"probabilities": p.tolist(), "label": int(p.argmax()), "confidence": float(p.max())}
+        for p in proba
+    ]
+    write_samples(out, {"model_type": "TENSORFLOW_SAVED_MODEL", "data_type": "wine"},
+                  rows.to_dict(orient="records"), expected)
+
+
+def export_saved_model(out: Path, model, serve, warmup_inputs: list[dict] | None = None) -> None:
+    """Save `serve` as the serving_default signature; warm-up inputs go to assets.extra/,
+    where TF Serving keeps its warm-up requests."""
+    import tensorflow as tf
+
+    holder = tf.Module()
+    holder.model = model
+    holder.serve = serve
+    target = out / "saved_model"
+    tf.saved_model.save(holder, str(target), signatures={"serving_default": serve})
+    if warmup_inputs:
+        extra = target / "assets.extra"
+        extra.mkdir(exist_ok=True)
+        (extra / "warmup_inputs.json").write_text(json.dumps(warmup_inputs))
+
+
+SPAM_WORDS = ["free", "winner", "prize", "cash", "offer", "click", "urgent", "claim", "bonus",
+              "credit", "loan", "cheap", "deal", "limited", "guaranteed", "selected", "reward"]
+HAM_WORDS = ["meeting", "tomorrow", "lunch", "report", "project", "family", "weekend", "call",
+             "thanks", "review", "schedule", "dinner", "notes", "team", "draft", "plan", "see"]
+FILLER = ["the", "a", "you", "we", "to", "for", "is", "on", "your", "this", "now", "at", "our"]
+
+
+def spam_corpus(n: int, rng: random.Random) -> tuple[list[str], list[int]]:
+    """A synthetic corpus: spam and ham sentences from two vocabularies plus shared filler."""
+    texts, labels = [], []
+    for _ in range(n):
+        spam = rng.random() < 0.5
+        topic = SPAM_WORDS if spam else HAM_WORDS
+        other = HAM_WORDS if spam else SPAM_WORDS
+        words = rng.sample(topic, 3) + rng.sample(FILLER, 4) + ([rng.choice(other)] if rng.random() < 0.3 else [])
+        rng.shuffle(words)
+        texts.append(" ".join(words))
+        labels.append(int(spam))
+    return texts, labels
+
+
+def build_spam_tf(out: Path) -> None:
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(SEED)
+    texts, labels = spam_corpus(2000, random.Random(SEED))
+    vectorize = keras.layers.TextVectorization(max_tokens=200, output_mode="multi_hot")
+    vectorize.adapt(texts)
+    vocabulary = vectorize.vocabulary_size()
+    classifier = keras.Sequential([keras.Input(shape=(vocabulary,)), keras.layers.Dense(1, activation="sigmoid")])
+    classifier.compile(optimizer=keras.optimizers.Adam(0.05), loss="binary_crossentropy")
+    classifier.fit(vectorize(tf.constant(texts)), np.array(labels), epochs=20, batch_size=64, verbose=0)
+
+    @tf.function(input_signature=[{"text": tf.TensorSpec([None], tf.string, name="text")}])
+    def serve(inputs):
+        p = tf.squeeze(classifier(vectorize(inputs["text"])), axis=1)
+        return {"spam_probability": p, "label": tf.where(p >= 0.5, "spam", "ham")}
+
+    holder_model = tf.Module()
+    holder_model.vectorize = vectorize
+    holder_model.classifier = classifier
+    export_saved_model(out, holder_model, serve)
+    samples, _ = spam_corpus(N_SAMPLES, random.Random(SEED + 1))
+    p = classifier.predict(vectorize(tf.constant(samples)), verbose=0)[:, 0]
+    expected = [{"spam_probability": float(v), "label": "spam" if v >= 0.5 else "ham"} for v in p]
+    write_samples(out, {"model_type": "TENSORFLOW_SAVED_MODEL", "data_type": "text"},
+                  [{"text": t} for t in samples], expected)
+
+
+DIGIT_SIZE = 32
+
+
+def digit_jpegs() -> tuple[list[str], np.ndarray]:
+    """sklearn's 8x8 digits, upscaled and encoded as base64 (URL-safe) JPEG strings."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    encoded = []
+    for img in digits.images:
+        pixels = (img * (255.0 / 16.0)).astype("uint8")
+        buf = io.BytesIO()
+        Image.fromarray(pixels, mode="L").resize((DIGIT_SIZE, DIGIT_SIZE)).save(buf, "JPEG", quality=95)
+        encoded.append(base64.urlsafe_b64encode(buf.getvalue()).decode())
+    return encoded, digits.target
+
+
+def build_digits_tf(out: Path) -> None:
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(SEED)
+
+    def preprocess(b64: tf.Tensor) -> tf.Tensor:
+        def one(s):
+            image = tf.io.decode_jpeg(tf.io.decode_base64(s), channels=1)
+            image = tf.image.resize(image, [DIGIT_SIZE, DIGIT_SIZE])
+            return tf.cast(image, tf.float32) / 255.0
+        return tf.map_fn(one, b64, fn_output_signature=tf.TensorSpec([DIGIT_SIZE, DIGIT_SIZE, 1], tf.float32))
+
+    images, target = digit_jpegs()
+    x = preprocess(tf.constant(images))
+    model = keras.Sequential([
+        keras.Input(shape=(DIGIT_SIZE, DIGIT_SIZE, 1)),
+        keras.layers.Conv2D(8, 3, activation="relu"),
+        keras.layers.MaxPooling2D(),
+        keras.layers.Flatten(),
+        keras.layers.Dense(10, activation="softmax"),
+    ])
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy")
+    model.fit(x, target, epochs=5, batch_size=64, verbose=0)
+
+    @tf.function(input_signature=[{"image_b64": tf.TensorSpec([None], tf.string, name="image_b64")}])
+    def serve(inputs):
+        p = model(preprocess(inputs["image_b64"]))
+        return {"label": tf.argmax(p, axis=1), "confidence": tf.reduce_max(p, axis=1)}
+
+    sample_idx = list(range(0, len(images), len(images) // N_SAMPLES))[:N_SAMPLES]
+    samples = [images[i] for i in sample_idx]
+    export_saved_model(out, model, serve, warmup_inputs=[{"image_b64": s} for s in samples[:2]])
+    p = model.predict(preprocess(tf.constant(samples)), verbose=0)
+    expected = [{"label": int(v.argmax()), "confidence": float(v.max())} for v in p]
+    write_samples(out, {"model_type": "TENSORFLOW_SAVED_MODEL", "data_type": "image"},
+                  [{"image_b64": s} for s in samples], expected)
+
+
+BUILDERS = {
+    "wine-pmml": build_wine_pmml,
+    "wine-tf": build_wine_tf,
+    "spam-tf": build_spam_tf,
+    "digits-tf": build_digits_tf,
+}
+
+
+def build_all(out: Path, only: list[str] | None = None) -> dict[str, Path]:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    built = {}
+    for name in only or BUILDERS:
+        target = out / name
+        if not (target / "samples.json").exists():
+            BUILDERS[name](target)
+        built[name] = target
+    return built
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path(".run/samples"))
+    parser.add_argument("--only", nargs="*", choices=sorted(BUILDERS))
+    args = parser.parse_args(argv)
+    for name, path in build_all(args.out, args.only).items():
+        print(f"{name}: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,146 @@
+"""TensorFlow SavedModels, called through one signature (default `serving_default`).
+
+The artifact is a SavedModel directory packed as .tar.gz. Record inputs map to the
+signature's input tensors by name; each record contributes one row of the batch.
+Models that carry their pre-processing in the graph (raw text, base64 JPEG) take
+string inputs. Warm-up inputs may ship in `assets.extra/warmup_inputs.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tarfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from scoring.backends.base import InputField, Kind, LoadedModel, ModelBackend, Outputs
+from scoring.errors import ModelLoadError
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+DEFAULT_SIGNATURE = "serving_default"
+WARMUP_FILE = Path("assets.extra") / "warmup_inputs.json"
+
+
+def _kind(dtype) -> Kind | None:
+    if dtype.is_floating:
+        return "float"
+    if dtype.is_integer:
+        return "int"
+    if dtype.name == "string":
+        return "string"
+    return None
+
+
+def unpack(artifact: Path) -> Path:
+    """Extract a .tar.gz SavedModel next to the artifact; return the SavedModel dir."""
+    target = artifact.with_name(artifact.name + ".d")
+    if not target.exists():
+        partial = target.with_name(target.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        try:
+            with tarfile.open(artifact, "r:gz") as tar:
+                # The "data" filter refuses absolute paths, links out of the tree, devices.
+                tar.extractall(partial, filter="data")
+        except (tarfile.TarError, OSError, EOFError) as err:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise ModelLoadError(
+                f"TensorFlow artifact {artifact.name} is not a readable .tar.gz of a "
+                f"SavedModel: {err}"
+            ) from err
+        partial.rename(target)
+    found = sorted(p.parent for p in target.rglob("saved_model.pb"))
+    if not found:
+        raise ModelLoadError(f"TensorFlow artifact {artifact.name} holds no saved_model.pb")
+    return found[0]
+
+
+class TensorFlowModel(LoadedModel):
+    def __init__(self, loaded, signature, directory: Path, where: str) -> None:
+        self._loaded = loaded
+        self._signature = signature
+        self._directory = directory
+        self._dtypes = {}
+        self.input_fields = {}
+        for name, spec in signature.structured_input_signature[1].items():
+            kind = _kind(spec.dtype)
+            if kind is None:
+                raise ModelLoadError(f"{where}: input '{name}' has dtype {spec.dtype.name}, "
+                                     "which this backend does not feed")
+            per_record = tuple(spec.shape.as_list()[1:]) if spec.shape.rank else ()
+            self.input_fields[name] = InputField(name, kind, per_record)
+            self._dtypes[name] = spec.dtype.as_numpy_dtype
+
+    def predict(self, batch: Sequence[dict[str, Any]]) -> list[Outputs]:
+        import tensorflow as tf
+
+        feed = {
+            name: tf.constant(self._column(name, batch)) for name in self.input_fields
+        }
+        outputs = {k: v.numpy() for k, v in self._signature(**feed).items()}
+        return [
+            {name: _row_value(values[i]) for name, values in outputs.items()}
+            for i in range(len(batch))
+        ]
+
+    def _column(self, name: str, batch: Sequence[dict[str, Any]]) -> np.ndarray:
+        values = [record[name] for record in batch]
+        if self.input_fields[name].kind == "string":
+            return np.array([v.encode() if isinstance(v, str) else v for v in values], dtype=object)
+        return np.asarray(values, dtype=self._dtypes[name])
+
+    def warm_up_inputs(self) -> list[dict[str, Any]]:
+        shipped = self._directory / WARMUP_FILE
+        if shipped.exists():
+            rows = json.loads(shipped.read_text())
+            return [{k: np.asarray(v, dtype=np.float32) if isinstance(v, list) else v
+                     for k, v in row.items()} for row in rows]
+        row = {}
+        for name, field in self.input_fields.items():
+            if field.kind == "string":
+                row[name] = ""
+            elif field.shape:
+                row[name] = np.zeros([d or 1 for d in field.shape], dtype=np.float32)
+            else:
+                row[name] = 0 if field.kind == "int" else 0.0
+        return [row, dict(row)]
+
+    def release(self) -> None:
+        self._signature = None
+        self._loaded = None
+
+
+def _row_value(value):
+    if isinstance(value, np.ndarray):
+        return value
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            return value
+    return value.item() if hasattr(value, "item") else value
+
+
+class TensorFlowBackend(ModelBackend):
+    def load(self, artifact: Path, signature_name: str = "") -> LoadedModel:
+        import tensorflow as tf
+
+        name = signature_name or DEFAULT_SIGNATURE
+        where = f"SavedModel {artifact.name}"
+        directory = unpack(artifact)
+        try:
+            loaded = tf.saved_model.load(str(directory))
+        except Exception as err:  # TF raises many types for corrupt models
+            raise ModelLoadError(f"{where} cannot be loaded by TensorFlow: {err}") from err
+        signatures = getattr(loaded, "signatures", {})
+        if name not in signatures:
+            raise ModelLoadError(
+                f"{where} has no signature '{name}'; it has {sorted(signatures)}. "
+                "Set signature_name in the descriptor."
+            )
+        return TensorFlowModel(loaded, signatures[name], directory, where)

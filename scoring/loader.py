@@ -1,0 +1,87 @@
+"""The loader of TF Serving's model lifecycle: fetch an announced version, load it with
+its backend, warm it up. Only a model that passed all three is READY to be swapped in.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from google.protobuf.message import DecodeError
+
+from model_store.fetcher import ArtifactFetcher
+from scoring.backends.base import LoadedModel
+from scoring.backends.registry import BACKENDS, backend_for
+from scoring.batch import warm_up
+from scoring.errors import ModelLoadError
+from scoring.pb import scoring_pb2 as pb
+
+
+class DescriptorError(ModelLoadError):
+    stage = "descriptor"
+
+
+@dataclass
+class Servable:
+    """A loaded, warmed-up model version and the timings of getting it ready."""
+
+    name: str
+    version: int
+    model_type: int
+    model: LoadedModel
+    fetch_ms: float = 0.0
+    load_ms: float = 0.0
+    warm_up_ms: float = 0.0
+    since_ms: int = field(default_factory=lambda: int(time.time() * 1000))
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.name, self.version)
+
+
+def parse_descriptor(data: bytes) -> pb.ModelDescriptor:
+    try:
+        descriptor = pb.ModelDescriptor.FromString(data)
+    except DecodeError as err:
+        raise DescriptorError(f"model message of {len(data)} bytes is not a ModelDescriptor: {err}") from err
+    check_descriptor(descriptor)
+    return descriptor
+
+
+def check_descriptor(d: pb.ModelDescriptor) -> None:
+    problems = []
+    if not d.name:
+        problems.append("name is empty")
+    if not d.data_type:
+        problems.append("data_type is empty")
+    if d.version <= 0:
+        problems.append(f"version is {d.version}, it must be > 0")
+    if d.model_type not in BACKENDS:
+        problems.append(f"model_type {d.model_type} has no backend")
+    if d.WhichOneof("artifact") is None:
+        problems.append("neither inline_bytes nor location is set")
+    if problems:
+        label = f"descriptor {d.name or '?'} v{d.version}"
+        raise DescriptorError(f"{label} is invalid: {'; '.join(problems)}")
+
+
+def load_servable(descriptor: pb.ModelDescriptor, fetcher: ArtifactFetcher) -> Servable:
+    """Fetch, load and warm up. Raises a ModelLoadError subclass on any failure."""
+    fetched = fetcher.fetch(descriptor)
+    started = time.monotonic()
+    model = backend_for(descriptor.model_type).load(fetched.path, descriptor.signature_name)
+    loaded = time.monotonic()
+    try:
+        warm_up(model)
+    except ModelLoadError:
+        model.release()
+        raise
+    return Servable(
+        name=descriptor.name,
+        version=descriptor.version,
+        model_type=descriptor.model_type,
+        model=model,
+        fetch_ms=fetched.fetch_ms,
+        load_ms=(loaded - started) * 1000,
+        warm_up_ms=(time.monotonic() - loaded) * 1000,
+    )

@@ -1,0 +1,72 @@
+"""Conversion between the protobuf `Value` of records and results, and Python values.
+
+Inputs and outputs on the scoring path are plain Python: float, int, str, bytes, or a
+float32 numpy array for a tensor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from scoring.pb import scoring_pb2 as pb
+
+PyValue = float | int | str | bytes | np.ndarray
+
+
+def to_python(value: pb.Value) -> PyValue:
+    kind = value.WhichOneof("kind")
+    if kind == "tensor_value":
+        t = value.tensor_value
+        array = np.asarray(t.values, dtype=np.float32)
+        shape = tuple(t.shape)
+        if int(np.prod(shape)) != array.size:
+            raise ValueError(f"tensor shape {list(shape)} does not match its {array.size} values")
+        return array.reshape(shape)
+    if kind is None:
+        raise ValueError("value has no kind set")
+    return getattr(value, kind)
+
+
+def to_proto(value: PyValue | np.generic) -> pb.Value:
+    if isinstance(value, np.ndarray):
+        if value.ndim == 0:
+            return to_proto(value.item())
+        if value.dtype.kind in "OSU":
+            raise TypeError("string tensors are not supported as outputs")
+        tensor = pb.Tensor(shape=list(value.shape), values=value.astype(np.float32).ravel().tolist())
+        return pb.Value(tensor_value=tensor)
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, bool):
+        return pb.Value(int64_value=int(value))
+    if isinstance(value, int):
+        return pb.Value(int64_value=value)
+    if isinstance(value, float):
+        return pb.Value(double_value=value)
+    if isinstance(value, str):
+        return pb.Value(string_value=value)
+    if isinstance(value, bytes):
+        return pb.Value(bytes_value=value)
+    raise TypeError(f"cannot encode {type(value).__name__} as a Value")
+
+
+def inputs_of(record: pb.DataRecord) -> dict[str, PyValue]:
+    return {name: to_python(v) for name, v in record.inputs.items()}
+
+
+def fill_map(target, values: Mapping[str, PyValue]) -> None:
+    """Copy Python values into a protobuf `map<string, Value>` field."""
+    for name, v in values.items():
+        target[name].CopyFrom(to_proto(v))
+
+
+def make_record(record_id: str, data_type: str, inputs: Mapping[str, PyValue | list],
+                event_time_ms: int = 0) -> pb.DataRecord:
+    """A DataRecord from Python inputs; lists become float32 tensors."""
+    record = pb.DataRecord(record_id=record_id, data_type=data_type, event_time_ms=event_time_ms)
+    fill_map(record.inputs, {
+        k: np.asarray(v, dtype=np.float32) if isinstance(v, list) else v for k, v in inputs.items()
+    })
+    return record

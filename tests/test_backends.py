@@ -1,0 +1,205 @@
+"""The TensorFlow and PMML backends against the training frameworks' own predictions."""
+
+from __future__ import annotations
+
+import base64
+import io
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from model_store.repository import pack_saved_model
+from scoring.backends.registry import backend_for
+from scoring.batch import score_batch, warm_up
+from scoring.errors import (
+    InputTypeError,
+    MissingInputError,
+    ModelLoadError,
+    PredictionError,
+    UnknownModelTypeError,
+    WarmUpError,
+)
+from scoring.pb import scoring_pb2 as pb
+from tests.conftest import load_samples
+
+
+def artifact_of(folder: Path, tmp_path: Path) -> tuple[Path, int]:
+    if (folder / "model.pmml").exists():
+        return folder / "model.pmml", pb.PMML
+    target = tmp_path / "model.tar.gz"
+    pack_saved_model(folder / "saved_model", target)
+    return target, pb.TENSORFLOW_SAVED_MODEL
+
+
+def load(folder: Path, tmp_path: Path):
+    artifact, model_type = artifact_of(folder, tmp_path)
+    return backend_for(model_type).load(artifact)
+
+
+def assert_close(actual: dict, expected: dict) -> None:
+    assert set(expected) <= set(actual), f"outputs {sorted(actual)} lack {sorted(expected)}"
+    for name, want in expected.items():
+        got = actual[name]
+        if isinstance(want, str):
+            assert got == want, name
+        else:
+            np.testing.assert_allclose(np.asarray(got, dtype=np.float64), want, rtol=1e-4, atol=1e-5,
+                                       err_msg=name)
+
+
+@pytest.mark.parametrize("sample", ["wine-pmml", "wine-tf", "spam-tf", "digits-tf"])
+def test_scores_equal_the_training_frameworks_predictions(samples, tmp_path, sample):
+    doc = load_samples(samples[sample])
+    model = load(samples[sample], tmp_path)
+    assert warm_up(model) >= 1
+    outcomes = score_batch(model, doc["inputs"])
+    assert all(o.ok for o in outcomes), [str(o.error) for o in outcomes if not o.ok]
+    for outcome, expected in zip(outcomes, doc["expected"], strict=True):
+        assert_close(outcome.outputs, expected)
+    # One record at a time gives the same results as the batch.
+    assert_close(score_batch(model, doc["inputs"][:1])[0].outputs, doc["expected"][0])
+
+
+@pytest.mark.parametrize("sample", ["wine-pmml", "wine-tf"])
+def test_bad_records_fail_alone(samples, tmp_path, sample):
+    doc = load_samples(samples[sample])
+    model = load(samples[sample], tmp_path)
+    good = doc["inputs"][:3]
+    missing = {k: v for k, v in good[0].items() if k != "alcohol"}
+    wrong_type = {**good[0], "alcohol": "strong"}
+    not_finite = {**good[0], "hue": float("nan")}
+    tensor = {**good[0], "ash": np.ones((2, 2), dtype=np.float32)}
+    outcomes = score_batch(model, [good[0], missing, wrong_type, good[1], not_finite, tensor, good[2]])
+    assert [o.ok for o in outcomes] == [True, False, False, True, False, False, True]
+    assert isinstance(outcomes[1].error, MissingInputError) and "alcohol" in str(outcomes[1].error)
+    assert isinstance(outcomes[2].error, InputTypeError) and "'alcohol'" in str(outcomes[2].error)
+    assert "nan" in str(outcomes[4].error)
+    for outcome, expected in zip([outcomes[0], outcomes[3], outcomes[6]], doc["expected"][:3], strict=True):
+        assert_close(outcome.outputs, expected)
+
+
+def test_a_record_that_makes_the_model_throw_is_isolated(samples, tmp_path):
+    doc = load_samples(samples["digits-tf"])
+    model = load(samples["digits-tf"], tmp_path)
+    not_a_jpeg = {"image_b64": base64.urlsafe_b64encode(b"definitely not a jpeg").decode()}
+    batch = doc["inputs"][:4] + [not_a_jpeg] + doc["inputs"][4:8]
+    outcomes = score_batch(model, batch)
+    assert [o.ok for o in outcomes] == [True] * 4 + [False] + [True] * 4
+    assert isinstance(outcomes[4].error, PredictionError)
+    good = [o for o in outcomes if o.ok]
+    for outcome, expected in zip(good, doc["expected"][:8], strict=True):
+        assert_close(outcome.outputs, expected)
+
+
+def test_tensor_inputs_checked_for_shape(tmp_path):
+    import tensorflow as tf
+
+    module = tf.Module()
+
+    @tf.function(input_signature=[{"x": tf.TensorSpec([None, 2, 3], tf.float32, name="x")}])
+    def serve(inputs):
+        return {"total": tf.reduce_sum(inputs["x"], axis=[1, 2])}
+
+    module.serve = serve
+    tf.saved_model.save(module, str(tmp_path / "sm"), signatures={"serving_default": serve})
+    pack_saved_model(tmp_path / "sm", tmp_path / "m.tar.gz")
+    model = backend_for(pb.TENSORFLOW_SAVED_MODEL).load(tmp_path / "m.tar.gz")
+    assert warm_up(model) == 2  # generated from the signature
+    ok = np.arange(6, dtype=np.float32).reshape(2, 3)
+    outcomes = score_batch(model, [{"x": ok}, {"x": ok.reshape(3, 2)}, {"x": 1.0}])
+    assert outcomes[0].outputs["total"] == pytest.approx(15.0)
+    assert "shape [3, 2]" in str(outcomes[1].error) and "[2, 3]" in str(outcomes[1].error)
+    assert isinstance(outcomes[2].error, InputTypeError)
+
+
+def test_a_model_returning_nan_fails_its_warm_up(tmp_path):
+    import tensorflow as tf
+
+    module = tf.Module()
+
+    @tf.function(input_signature=[{"x": tf.TensorSpec([None], tf.float32, name="x")}])
+    def serve(inputs):
+        return {"y": inputs["x"] / 0.0 * 0.0}
+
+    module.serve = serve
+    tf.saved_model.save(module, str(tmp_path / "sm"), signatures={"serving_default": serve})
+    pack_saved_model(tmp_path / "sm", tmp_path / "m.tar.gz")
+    model = backend_for(pb.TENSORFLOW_SAVED_MODEL).load(tmp_path / "m.tar.gz")
+    with pytest.raises(WarmUpError, match="non-finite output"):
+        warm_up(model)
+
+
+def test_corrupt_pmml_is_refused(tmp_path):
+    bad = tmp_path / "bad.pmml"
+    bad.write_bytes(np.random.default_rng(1).bytes(2000))
+    with pytest.raises(ModelLoadError, match="not well-formed XML"):
+        backend_for(pb.PMML).load(bad)
+    not_pmml = tmp_path / "x.pmml"
+    not_pmml.write_text("<html><body/></html>")
+    with pytest.raises(ModelLoadError, match="not <PMML>"):
+        backend_for(pb.PMML).load(not_pmml)
+
+
+def test_pmml_with_an_external_entity_is_refused_without_reading_the_file(samples, tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("TOP-SECRET-VALUE")
+    original = (samples["wine-pmml"] / "model.pmml").read_text()
+    body = original[original.index("<PMML"):]
+    body = body.replace("</Header>", "<Annotation>&xxe;</Annotation></Header>", 1)
+    evil = tmp_path / "evil.pmml"
+    evil.write_text(f'<?xml version="1.0"?>\n<!DOCTYPE PMML [<!ENTITY xxe SYSTEM "file://{secret}">]>\n{body}')
+    with pytest.raises(ModelLoadError, match="DOCTYPE") as err:
+        backend_for(pb.PMML).load(evil)
+    assert "TOP-SECRET-VALUE" not in str(err.value)
+
+
+def test_corrupt_saved_models_are_refused(samples, tmp_path):
+    garbage = tmp_path / "garbage.tar.gz"
+    garbage.write_bytes(b"\x1f\x8b" + np.random.default_rng(2).bytes(500))
+    with pytest.raises(ModelLoadError, match="not a readable .tar.gz"):
+        backend_for(pb.TENSORFLOW_SAVED_MODEL).load(garbage)
+
+    empty = tmp_path / "empty.tar.gz"
+    with tarfile.open(empty, "w:gz") as tar:
+        info = tarfile.TarInfo("readme.txt")
+        tar.addfile(info, io.BytesIO(b""))
+    with pytest.raises(ModelLoadError, match="no saved_model.pb"):
+        backend_for(pb.TENSORFLOW_SAVED_MODEL).load(empty)
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "saved_model.pb").write_bytes(b"not a protobuf at all" * 10)
+    pack_saved_model(broken, tmp_path / "broken.tar.gz")
+    with pytest.raises(ModelLoadError, match="cannot be loaded by TensorFlow"):
+        backend_for(pb.TENSORFLOW_SAVED_MODEL).load(tmp_path / "broken.tar.gz")
+
+
+def test_tar_path_traversal_is_refused(tmp_path):
+    evil = tmp_path / "evil.tar.gz"
+    with tarfile.open(evil, "w:gz") as tar:
+        info = tarfile.TarInfo("../../escaped.txt")
+        info.size = 3
+        tar.addfile(info, io.BytesIO(b"bad"))
+    with pytest.raises(ModelLoadError):
+        backend_for(pb.TENSORFLOW_SAVED_MODEL).load(evil)
+    assert not (tmp_path.parent / "escaped.txt").exists()
+
+
+def test_unknown_signature_and_unknown_type(samples, tmp_path):
+    artifact, _ = artifact_of(samples["wine-tf"], tmp_path)
+    with pytest.raises(ModelLoadError, match="no signature 'predict'.*serving_default"):
+        backend_for(pb.TENSORFLOW_SAVED_MODEL).load(artifact, "predict")
+    with pytest.raises(UnknownModelTypeError, match="no backend for model type 42"):
+        backend_for(42)
+
+
+def test_a_new_backend_is_one_module_and_one_registry_line(monkeypatch, samples, tmp_path):
+    """Registering a type is all the machinery needs: here PMML served under a new type id."""
+    from scoring.backends import registry
+
+    monkeypatch.setitem(registry.BACKENDS, 99, "scoring.backends.pmml:PmmlBackend")
+    model = registry.backend_for(99).load(samples["wine-pmml"] / "model.pmml")
+    doc = load_samples(samples["wine-pmml"])
+    assert_close(score_batch(model, doc["inputs"][:1])[0].outputs, doc["expected"][0])
