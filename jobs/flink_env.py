@@ -30,7 +30,7 @@ DELIVERY = {
 
 
 def execution_environment(
-    parallelism: int, checkpoint_interval_ms: int
+    parallelism: int, checkpoint_interval_ms: int, extra: dict[str, str] | None = None
 ) -> StreamExecutionEnvironment:
     """An environment whose Python workers run in separate processes with this interpreter.
 
@@ -40,6 +40,8 @@ def execution_environment(
     config.set_string("python.execution-mode", "process")
     # The workers use the interpreter that runs the job's driver: the project's venv.
     config.set_string("python.executable", sys.executable)
+    for key, value in (extra or {}).items():
+        config.set_string(key, value)
     env = StreamExecutionEnvironment.get_execution_environment(config)
     # Appends to what `flink run -j` set; as a job's jar, not in the cluster's lib/.
     env.add_jars(kafka_connector_jar().as_uri())

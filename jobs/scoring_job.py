@@ -1,0 +1,147 @@
+"""The scoring job: data records keyed by data type, connected to the broadcast stream of
+model updates, scored in micro-batches by the model each data type currently serves.
+
+    python -m jobs.scoring_job [flags]                     # local MiniCluster
+    flink run -py jobs/scoring_job.py -j lib/flink/flink-sql-connector-kafka-5.0.0-2.2.jar [flags]
+
+Every flag can also be set by environment variable: --batch-size <-> SCORING_BATCH_SIZE.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+
+from pyflink.common import Types, WatermarkStrategy
+
+from jobs.config import TopicNames
+from jobs.flink_env import (
+    DELIVERY,
+    STARTING_OFFSETS,
+    bytes_sink,
+    bytes_source,
+    execution_environment,
+)
+from scoring.operators import (
+    ACCEPTED_MODELS,
+    BYTES,
+    DEAD_LETTERS,
+    KEYED_RECORD,
+    MODEL_EVENTS,
+    ParseDescriptors,
+    ParseRecords,
+    ScoreRecords,
+    ScoringOptions,
+)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    topics = TopicNames.from_env()
+    defaults = ScoringOptions()
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+
+    def flag(name: str, **kwargs) -> None:
+        env = "SCORING_" + name.lstrip("-").upper().replace("-", "_")
+        if env in os.environ:
+            kwargs["default"] = kwargs.get("type", str)(os.environ[env])
+        kwargs["help"] = kwargs.get("help", "") + f" [${env}]"
+        p.add_argument(name, **kwargs)
+
+    flag("--bootstrap-servers", default="127.0.0.1:9092")
+    flag("--data-topic", default=topics.data)
+    flag("--models-topic", default=topics.models)
+    flag("--scores-topic", default=topics.scores)
+    flag("--dead-letters-topic", default=topics.dead_letters)
+    flag("--model-events-topic", default=topics.model_events)
+    flag("--group-id", default="scoring-job")
+    flag("--starting-offsets", choices=sorted(STARTING_OFFSETS), default="earliest",
+         help="where to start reading data when there is no checkpoint")
+    flag("--parallelism", type=int, default=1)
+    flag("--batch-size", type=int, default=defaults.batch_size, help="records per model call, at most")
+    flag("--batch-max-wait-ms", type=int, default=defaults.batch_max_wait_ms,
+         help="how long a record may wait for its batch to fill")
+    flag("--checkpoint-interval-ms", type=int, default=5000)
+    flag("--delivery", choices=sorted(DELIVERY), default="exactly-once")
+    flag("--store-allow-list", default=",".join(defaults.store_allow_list),
+         help="comma-separated URL prefixes models may be fetched from")
+    flag("--model-cache-dir", default=os.path.join(tempfile.gettempdir(), "flink-scoring-models"))
+    flag("--model-cache-size", type=int, default=defaults.model_cache_size,
+         help="loaded models kept per operator instance (LRU)")
+    flag("--max-artifact-bytes", type=int, default=defaults.max_artifact_bytes)
+    flag("--no-model-policy", choices=["hold", "dead-letter"], default=defaults.no_model_policy,
+         help="records of a data type with no model yet: hold them until one is ready, or dead-letter them")
+    flag("--max-held-records", type=int, default=defaults.max_held_records)
+    flag("--max-record-bytes", type=int, default=defaults.max_record_bytes)
+    flag("--stats-interval-ms", type=int, default=defaults.stats_interval_ms)
+    flag("--bundle-time-ms", type=int, default=100,
+         help="PyFlink bundle time: bounds how long results wait in the Python worker")
+    flag("--checkpoint-dir", default="", help="where checkpoints go (default: the cluster's config)")
+    flag("--restore-from", default="", help="a checkpoint or savepoint path to start from")
+    flag("--job-name", default="model scoring")
+    return p.parse_args(argv)
+
+
+def options_from(args: argparse.Namespace) -> ScoringOptions:
+    return ScoringOptions(
+        batch_size=args.batch_size,
+        batch_max_wait_ms=args.batch_max_wait_ms,
+        store_allow_list=tuple(s for s in args.store_allow_list.split(",") if s),
+        model_cache_dir=args.model_cache_dir,
+        model_cache_size=args.model_cache_size,
+        max_artifact_bytes=args.max_artifact_bytes,
+        no_model_policy=args.no_model_policy,
+        max_held_records=args.max_held_records,
+        stats_interval_ms=args.stats_interval_ms,
+        max_record_bytes=args.max_record_bytes,
+    )
+
+
+def build(env, args: argparse.Namespace) -> None:
+    """Sources -> parse -> connect(keyed records, broadcast models) -> score -> sinks."""
+    def source(topic: str, group: str):
+        return env.from_source(
+            bytes_source(args.bootstrap_servers, topic, group, args.starting_offsets),
+            WatermarkStrategy.no_watermarks(), f"kafka: {topic}")
+
+    def sink(stream, topic: str, name: str) -> None:
+        stream.sink_to(bytes_sink(args.bootstrap_servers, topic, args.delivery,
+                                  transactional_id_prefix=f"{args.group_id}-{name}")).name(f"kafka: {topic}")
+
+    records = (source(args.data_topic, args.group_id)
+               .process(ParseRecords(args.max_record_bytes), output_type=KEYED_RECORD)
+               .name("parse records"))
+    # Model updates are read from the start, so a fresh job learns every data type's model.
+    models = (env.from_source(
+                  bytes_source(args.bootstrap_servers, args.models_topic, args.group_id + "-models", "earliest"),
+                  WatermarkStrategy.no_watermarks(), f"kafka: {args.models_topic}")
+              .process(ParseDescriptors(), output_type=BYTES)
+              .name("parse model descriptors"))
+    scored = (records.key_by(lambda r: r[0], key_type=Types.STRING())
+              .connect(models.broadcast(ACCEPTED_MODELS))
+              .process(ScoreRecords(options_from(args)), output_type=BYTES)
+              .name("score"))
+
+    sink(scored, args.scores_topic, "scores")
+    sink(records.get_side_output(DEAD_LETTERS).union(scored.get_side_output(DEAD_LETTERS)),
+         args.dead_letters_topic, "dead-letters")
+    sink(models.get_side_output(MODEL_EVENTS).union(scored.get_side_output(MODEL_EVENTS)),
+         args.model_events_topic, "model-events")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    extra = {"python.fn-execution.bundle.time": str(args.bundle_time_ms)}
+    if args.checkpoint_dir:
+        extra["execution.checkpointing.dir"] = args.checkpoint_dir
+        extra["execution.checkpointing.externalized-checkpoint-retention"] = "RETAIN_ON_CANCELLATION"
+    if args.restore_from:
+        extra["execution.state-recovery.path"] = args.restore_from
+    env = execution_environment(args.parallelism, args.checkpoint_interval_ms, extra)
+    build(env, args)
+    env.execute(args.job_name)
+
+
+if __name__ == "__main__":
+    main()

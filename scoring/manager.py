@@ -1,0 +1,125 @@
+"""The manager of TF Serving's model lifecycle, one per operator instance.
+
+It loads model versions on a background thread (fetch, load, warm up: see
+`scoring.loader`) and keeps the READY ones in a bounded LRU cache keyed by
+(name, version), shared by every data type that uses the same model. Its state
+changes only on the caller's (operator) thread, when `get` collects a finished load:
+a model is never visible before it is completely loaded and warmed up.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+from scoring.errors import ModelLoadError
+from scoring.loader import Servable
+from scoring.pb import scoring_pb2 as pb
+
+log = logging.getLogger(__name__)
+
+ModelKey = tuple[str, int]
+LOADING, READY, ERROR = "LOADING", "READY", "ERROR"
+
+
+@dataclass(frozen=True)
+class LoadStatus:
+    state: str
+    servable: Servable | None = None
+    error: str = ""
+
+
+class ModelManager:
+    def __init__(
+        self,
+        load: Callable[[pb.ModelDescriptor], Servable],
+        capacity: int = 256,
+        retry_after_s: float = 30.0,
+        workers: int = 1,
+    ) -> None:
+        self._load = load
+        self._capacity = max(1, capacity)
+        self._retry_after_s = retry_after_s
+        self._ready: OrderedDict[ModelKey, Servable] = OrderedDict()
+        self._loading: dict[ModelKey, tuple[pb.ModelDescriptor, Future]] = {}
+        self._failed: dict[ModelKey, tuple[str, float]] = {}
+        self._executor = ThreadPoolExecutor(workers, thread_name_prefix="model-loader")
+
+    @staticmethod
+    def key(d: pb.ModelDescriptor) -> ModelKey:
+        return (d.name, d.version)
+
+    def request(self, d: pb.ModelDescriptor) -> None:
+        """Start loading `d` in the background unless it is ready, loading, or failed lately."""
+        key = self.key(d)
+        if key in self._ready or key in self._loading or self._failed_recently(key):
+            return
+        self._failed.pop(key, None)
+        log.info("model %s v%s: LOADING", *key)
+        self._loading[key] = (d, self._executor.submit(self._load, d))
+
+    def get(self, d: pb.ModelDescriptor) -> LoadStatus:
+        """Where `d` stands now; requests it if nobody has. Call `collect` first."""
+        key = self.key(d)
+        if key in self._ready:
+            self._ready.move_to_end(key)
+            return LoadStatus(READY, self._ready[key])
+        if key in self._loading:
+            return LoadStatus(LOADING)
+        if self._failed_recently(key):
+            return LoadStatus(ERROR, error=self._failed[key][0])
+        self.request(d)
+        return LoadStatus(LOADING)
+
+    def collect(self) -> list[tuple[pb.ModelDescriptor, LoadStatus]]:
+        """Take in the loads that finished since the last call: READY or ERROR each."""
+        finished = []
+        for key, (descriptor, future) in list(self._loading.items()):
+            if future.done():
+                del self._loading[key]
+                finished.append((descriptor, self._take(key, future)))
+        return finished
+
+    def _take(self, key: ModelKey, future: Future) -> LoadStatus:
+        try:
+            servable = future.result()
+        except ModelLoadError as err:
+            return self._fail(key, f"{err.stage} failed: {err}")
+        except Exception as err:  # a backend bug must not take the job down
+            return self._fail(key, f"unexpected {type(err).__name__} while loading: {err}")
+        log.info("model %s v%s: READY (fetch %.0f ms, load %.0f ms, warm-up %.0f ms)",
+                 *key, servable.fetch_ms, servable.load_ms, servable.warm_up_ms)
+        self._ready[key] = servable
+        self._evict()
+        return LoadStatus(READY, servable)
+
+    def is_ready(self, d: pb.ModelDescriptor) -> bool:
+        return self.key(d) in self._ready
+
+    def ready_keys(self) -> list[ModelKey]:
+        return list(self._ready)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        for servable in self._ready.values():
+            servable.model.release()
+        self._ready.clear()
+
+    def _fail(self, key: ModelKey, reason: str) -> LoadStatus:
+        log.warning("model %s v%s: ERROR %s", *key, reason)
+        self._failed[key] = (reason, time.monotonic())
+        return LoadStatus(ERROR, error=reason)
+
+    def _failed_recently(self, key: ModelKey) -> bool:
+        failed = self._failed.get(key)
+        return failed is not None and time.monotonic() - failed[1] < self._retry_after_s
+
+    def _evict(self) -> None:
+        while len(self._ready) > self._capacity:
+            key, servable = self._ready.popitem(last=False)
+            log.info("model %s v%s: UNLOADED (cache holds %d)", *key, self._capacity)
+            servable.model.release()

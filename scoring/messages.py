@@ -1,0 +1,44 @@
+"""The messages the job writes: results, dead letters and model events, as bytes."""
+
+from __future__ import annotations
+
+import time
+
+from scoring.pb import scoring_pb2 as pb
+from scoring.stats import ModelStats
+from scoring.values import fill_map
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def result(record: pb.DataRecord, name: str, version: int, outputs: dict) -> bytes:
+    message = pb.ScoringResult(
+        record_id=record.record_id, data_type=record.data_type, model_name=name,
+        model_version=version, event_time_ms=record.event_time_ms, scoring_time_ms=now_ms(),
+    )
+    fill_map(message.outputs, outputs)
+    return message.SerializeToString()
+
+
+def dead_letter(original: bytes, stage: str, reason: str, record: pb.DataRecord | None = None,
+                model: tuple[str, int] = ("", 0)) -> bytes:
+    return pb.DeadLetter(
+        record_id=record.record_id if record else "",
+        data_type=record.data_type if record else "",
+        stage=stage, reason=reason, original=original,
+        model_name=model[0], model_version=model[1], time_ms=now_ms(),
+    ).SerializeToString()
+
+
+def model_event(state: int, data_type: str, name: str = "", version: int = 0, reason: str = "",
+                subtask: int = 0, stats: ModelStats | None = None, fetch_ms: float = 0.0,
+                load_ms: float = 0.0, warm_up_ms: float = 0.0) -> bytes:
+    event = pb.ModelEvent(
+        data_type=data_type, model_name=name, model_version=version, state=state, reason=reason,
+        time_ms=now_ms(), subtask=subtask, fetch_ms=fetch_ms, load_ms=load_ms, warm_up_ms=warm_up_ms,
+    )
+    if stats is not None:
+        event.stats.update(stats.as_map())
+    return event.SerializeToString()

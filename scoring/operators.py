@@ -1,0 +1,358 @@
+"""The PyFlink functions of the scoring job.
+
+- `ParseRecords`: bytes -> (data_type, bytes) keyed later by data type; bad bytes -> dead letters.
+- `ParseDescriptors`: bytes -> ModelDescriptor bytes; invalid ones -> REJECTED model events.
+- `ScoreRecords`: the KeyedBroadcastProcessFunction. Broadcast state keeps the latest
+  accepted descriptor per data type; keyed state keeps the key's current and next model
+  descriptors and its buffered records. Models load on a background thread
+  (`ModelManager`); the swap current <- next happens in `process_element`/`on_timer`,
+  on the operator thread, between two records.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+from google.protobuf.message import DecodeError
+from pyflink.common import Types
+from pyflink.datastream import (
+    KeyedBroadcastProcessFunction,
+    OutputTag,
+    ProcessFunction,
+    RuntimeContext,
+)
+from pyflink.datastream.state import (
+    ListStateDescriptor,
+    MapStateDescriptor,
+    ValueStateDescriptor,
+)
+
+from model_store.fetcher import ArtifactFetcher, FetchPolicy
+from scoring import messages
+from scoring.batch import score_batch
+from scoring.loader import DescriptorError, Servable, load_servable, parse_descriptor
+from scoring.manager import ERROR, READY, ModelManager
+from scoring.pb import scoring_pb2 as pb
+from scoring.policy import accept, descriptor_id
+from scoring.stats import ModelStats
+from scoring.values import inputs_of
+
+log = logging.getLogger(__name__)
+
+BYTES = Types.PRIMITIVE_ARRAY(Types.BYTE())
+KEYED_RECORD = Types.TUPLE([Types.STRING(), BYTES])
+DEAD_LETTERS = OutputTag("dead-letters", BYTES)
+MODEL_EVENTS = OutputTag("model-events", BYTES)
+ACCEPTED_MODELS = MapStateDescriptor("accepted-models", Types.STRING(), BYTES)
+
+Event = pb.ModelEvent
+
+
+@dataclass(frozen=True)
+class ScoringOptions:
+    batch_size: int = 64
+    batch_max_wait_ms: int = 50
+    store_allow_list: tuple[str, ...] = ("http://127.0.0.1:8765/",)
+    model_cache_dir: str = "/tmp/flink-scoring-models"
+    model_cache_size: int = 256
+    max_artifact_bytes: int = 512 * 1024 * 1024
+    no_model_policy: str = "hold"  # or "dead-letter"
+    max_held_records: int = 10_000
+    load_poll_ms: int = 100
+    stats_interval_ms: int = 10_000
+    max_record_bytes: int = 4 * 1024 * 1024
+
+
+class ParseRecords(ProcessFunction):
+    """Keeps records that parse; dead-letters the rest with the reason and original bytes."""
+
+    def __init__(self, max_record_bytes: int) -> None:
+        self.max_record_bytes = max_record_bytes
+
+    def process_element(self, value: bytes, ctx):
+        if len(value) > self.max_record_bytes:
+            yield DEAD_LETTERS, messages.dead_letter(
+                value[:1024], "parse",
+                f"record of {len(value)} bytes is over the {self.max_record_bytes}-byte limit "
+                "(only its first 1 KiB is kept here)")
+            return
+        try:
+            record = pb.DataRecord.FromString(value)
+        except DecodeError as err:
+            yield DEAD_LETTERS, messages.dead_letter(
+                value, "parse", f"{len(value)} bytes are not a DataRecord protobuf: {err}")
+            return
+        missing = [f for f in ("record_id", "data_type") if not getattr(record, f)]
+        if missing:
+            yield DEAD_LETTERS, messages.dead_letter(
+                value, "parse", f"record has no {' and no '.join(missing)}", record)
+            return
+        yield record.data_type, value
+
+
+class ParseDescriptors(ProcessFunction):
+    """Keeps valid ModelDescriptors; reports the others as REJECTED model events."""
+
+    def process_element(self, value: bytes, ctx):
+        try:
+            parse_descriptor(value)
+        except DescriptorError as err:
+            yield MODEL_EVENTS, messages.model_event(Event.REJECTED, "", reason=str(err))
+            return
+        yield value
+
+
+@dataclass
+class KeyModels:
+    """In-memory mirror of one key's model state (the truth is in Flink keyed state)."""
+
+    current: pb.ModelDescriptor | None = None
+    next: pb.ModelDescriptor | None = None
+    failed_id: str = ""
+    last_stats_ms: int = field(default_factory=messages.now_ms)
+
+
+class ScoreRecords(KeyedBroadcastProcessFunction):
+    def __init__(self, options: ScoringOptions) -> None:
+        self.options = options
+
+    # ---- set-up -------------------------------------------------------------------
+    def open(self, runtime_context: RuntimeContext) -> None:
+        o = self.options
+        self.subtask = runtime_context.get_index_of_this_subtask()
+        self.current_state = runtime_context.get_state(ValueStateDescriptor("current-model", BYTES))
+        self.next_state = runtime_context.get_state(ValueStateDescriptor("next-model", BYTES))
+        self.failed_state = runtime_context.get_state(ValueStateDescriptor("failed-model", Types.STRING()))
+        self.buffer = runtime_context.get_list_state(ListStateDescriptor("buffered-records", BYTES))
+        self.buffered = runtime_context.get_state(ValueStateDescriptor("buffered-count", Types.INT()))
+        fetcher = ArtifactFetcher(
+            Path(o.model_cache_dir),
+            FetchPolicy.parse(o.store_allow_list, max_bytes=o.max_artifact_bytes),
+        )
+        self.manager = ModelManager(partial(load_servable, fetcher=fetcher), o.model_cache_size)
+        self.accepted: dict[str, pb.ModelDescriptor] | None = None  # mirror of broadcast state
+        self.keys: dict[str, KeyModels] = {}
+        self.stats: dict[tuple[str, int], ModelStats] = {}
+        group = runtime_context.get_metrics_group().add_group("scoring")
+        self.m_inferences = group.counter("num_inferences")
+        self.m_failed = group.counter("failed_inferences")
+        self.m_failed_batches = group.counter("failed_batches_counter")
+        self.m_batch_size = group.distribution("inference_batch_size")
+        self.m_batch_latency = group.distribution("inference_batch_latency_micro_secs")
+        self.m_load_latency = group.distribution("load_model_latency_milli_secs")
+        self.m_swaps = group.counter("model_swaps")
+
+    def close(self) -> None:
+        self.manager.close()
+
+    # ---- model updates (broadcast side) --------------------------------------------
+    def process_broadcast_element(self, value: bytes, ctx):
+        descriptor = pb.ModelDescriptor.FromString(value)
+        self._mirror(ctx.get_broadcast_state(ACCEPTED_MODELS))
+        yield from self._collect_loads()
+        reason = accept(self.accepted.get(descriptor.data_type), descriptor)
+        if reason:
+            yield from self._report(Event.REJECTED, descriptor, reason=reason)
+            return
+        ctx.get_broadcast_state(ACCEPTED_MODELS).put(descriptor.data_type, value)
+        self.accepted[descriptor.data_type] = descriptor
+        action = pb.ModelDescriptor.Action.Name(descriptor.action)
+        yield from self._report(Event.ACCEPTED, descriptor, reason=action)
+        self.manager.request(descriptor)  # prefetch before records of this type arrive
+
+    def _report(self, state: int, d: pb.ModelDescriptor, reason: str = ""):
+        """Broadcast-side decisions are the same on every subtask: subtask 0 reports them."""
+        if self.subtask == 0:
+            yield MODEL_EVENTS, messages.model_event(
+                state, d.data_type, d.name, d.version, reason, self.subtask)
+
+    def _collect_loads(self):
+        """Report loads that finished in the background: READY, or ERROR with the reason."""
+        for d, status in self.manager.collect():
+            if status.state == READY:
+                s = status.servable
+                self.m_load_latency.update(int(s.fetch_ms + s.load_ms + s.warm_up_ms))
+                yield MODEL_EVENTS, self._event(Event.READY, d.data_type, d, fetch_ms=s.fetch_ms,
+                                                load_ms=s.load_ms, warm_up_ms=s.warm_up_ms)
+            else:
+                yield MODEL_EVENTS, self._event(
+                    Event.ERROR, d.data_type, d,
+                    f"{status.error}; the data type keeps its current model")
+
+    def _mirror(self, broadcast_state) -> None:
+        if self.accepted is None:  # first use, also after a restore from a checkpoint
+            self.accepted = {k: pb.ModelDescriptor.FromString(v) for k, v in broadcast_state.items()}
+            for d in self.accepted.values():
+                self.manager.request(d)
+
+    # ---- records (keyed side) --------------------------------------------------------
+    def process_element(self, value, ctx):
+        data_type, raw = value
+        self._mirror(ctx.get_broadcast_state(ACCEPTED_MODELS))
+        yield from self._collect_loads()
+        km = self._key_models(data_type)
+        yield from self._advance(data_type, km)
+        servable = self._servable(km)
+        held = self.buffered.value() or 0
+        if servable is None:
+            yield from self._hold(raw, held, km, ctx)
+            return
+        self.buffer.add(raw)
+        held += 1
+        if held >= self.options.batch_size:
+            yield from self._flush(servable, data_type, km)
+        else:
+            self.buffered.update(held)
+            if held == 1:
+                ctx.timer_service().register_processing_time_timer(
+                    ctx.timer_service().current_processing_time() + self.options.batch_max_wait_ms)
+
+    def on_timer(self, timestamp: int, ctx):
+        data_type = ctx.get_current_key()
+        yield from self._collect_loads()
+        km = self._key_models(data_type)
+        yield from self._advance(data_type, km)
+        if not self.buffered.value():
+            return
+        servable = self._servable(km)
+        if servable is not None:
+            yield from self._flush(servable, data_type, km)
+        else:
+            self._poll_again(ctx)
+
+    def _hold(self, raw: bytes, held: int, km: KeyModels, ctx):
+        """No model is ready for this key: keep the record (bounded) or dead-letter it."""
+        never_had_one = km.current is None and km.next is None
+        if never_had_one and self.options.no_model_policy == "dead-letter":
+            yield DEAD_LETTERS, messages.dead_letter(
+                raw, "no-model", "no model has been published for this data type",
+                pb.DataRecord.FromString(raw))
+            return
+        if held >= self.options.max_held_records:
+            yield DEAD_LETTERS, messages.dead_letter(
+                raw, "no-model",
+                f"no model is ready for this data type and {held} records are already held "
+                "(--max-held-records)", pb.DataRecord.FromString(raw))
+            return
+        self.buffer.add(raw)
+        self.buffered.update(held + 1)
+        if held == 0:
+            self._poll_again(ctx)
+
+    def _poll_again(self, ctx) -> None:
+        ctx.timer_service().register_processing_time_timer(
+            ctx.timer_service().current_processing_time() + self.options.load_poll_ms)
+
+    # ---- the lifecycle of one key's models ---------------------------------------------
+    def _key_models(self, data_type: str) -> KeyModels:
+        km = self.keys.get(data_type)
+        if km is None:  # first record of this key in this process: read keyed state
+            current, nxt = self.current_state.value(), self.next_state.value()
+            km = KeyModels(
+                current=pb.ModelDescriptor.FromString(current) if current else None,
+                next=pb.ModelDescriptor.FromString(nxt) if nxt else None,
+                failed_id=self.failed_state.value() or "",
+            )
+            self.keys[data_type] = km
+        return km
+
+    def _advance(self, data_type: str, km: KeyModels):
+        """Take up a newly accepted descriptor as `next`; swap it in once it is READY."""
+        target = self.accepted.get(data_type)
+        if target is not None:
+            tid = str(descriptor_id(target))
+            known = {str(descriptor_id(d)) for d in (km.current, km.next) if d is not None}
+            if tid not in known and tid != km.failed_id:
+                km.next = target
+                self.next_state.update(target.SerializeToString())
+                self.manager.request(target)
+                yield MODEL_EVENTS, self._event(Event.LOADING, data_type, target)
+        if km.next is None:
+            return
+        status = self.manager.get(km.next)
+        if status.state == READY:
+            yield from self._swap(data_type, km, status.servable)
+        elif status.state == ERROR:  # reported by _collect_loads
+            log.warning("data type %s keeps %s: %s", data_type, self._label(km.current), status.error)
+            km.failed_id = str(descriptor_id(km.next))
+            self.failed_state.update(km.failed_id)
+            km.next = None
+            self.next_state.clear()
+
+    def _swap(self, data_type: str, km: KeyModels, servable: Servable):
+        old = km.current
+        km.current, km.next = km.next, None
+        self.current_state.update(km.current.SerializeToString())
+        self.next_state.clear()
+        self.m_swaps.inc()
+        yield MODEL_EVENTS, self._event(
+            Event.AVAILABLE, data_type, km.current,
+            f"replaces {self._label(old)}" if old else "first model for this data type",
+            fetch_ms=servable.fetch_ms, load_ms=servable.load_ms, warm_up_ms=servable.warm_up_ms)
+        if old is not None and (old.name, old.version) != (km.current.name, km.current.version):
+            yield MODEL_EVENTS, self._event(
+                Event.UNLOADED, data_type, old, stats=self.stats.get((old.name, old.version)))
+
+    def _servable(self, km: KeyModels) -> Servable | None:
+        if km.current is None:
+            return None
+        status = self.manager.get(km.current)  # after a restore or an eviction: reloads
+        return status.servable if status.state == READY else None
+
+    # ---- scoring -------------------------------------------------------------------------
+    def _flush(self, servable: Servable, data_type: str, km: KeyModels):
+        raws = list(self.buffer.get())
+        self.buffer.clear()
+        self.buffered.clear()
+        records, inputs = [], []
+        for raw in raws:
+            record = pb.DataRecord.FromString(raw)
+            try:
+                inputs.append(inputs_of(record))
+                records.append((raw, record))
+            except ValueError as err:
+                yield DEAD_LETTERS, messages.dead_letter(
+                    raw, "validate", f"bad input value: {err}", record, servable.key)
+        started = time.perf_counter()
+        outcomes = score_batch(servable.model, inputs)
+        elapsed = time.perf_counter() - started
+        failed = 0
+        for (raw, record), outcome in zip(records, outcomes, strict=True):
+            if outcome.ok:
+                yield messages.result(record, servable.name, servable.version, outcome.outputs)
+            else:
+                failed += 1
+                yield DEAD_LETTERS, messages.dead_letter(
+                    raw, outcome.error.stage, str(outcome.error), record, servable.key)
+        self._account(servable, len(records), failed, elapsed)
+        yield from self._maybe_report_stats(data_type, km, servable)
+
+    def _account(self, servable: Servable, size: int, failed: int, elapsed_s: float) -> None:
+        stats = self.stats.setdefault(servable.key, ModelStats(*servable.key))
+        stats.record_batch(size, failed, elapsed_s * 1000)
+        self.m_inferences.inc(size - failed)
+        if failed:
+            self.m_failed.inc(failed)
+            if failed == size:
+                self.m_failed_batches.inc()
+        self.m_batch_size.update(size)
+        self.m_batch_latency.update(int(elapsed_s * 1e6))
+
+    def _maybe_report_stats(self, data_type: str, km: KeyModels, servable: Servable):
+        now = messages.now_ms()
+        if now - km.last_stats_ms >= self.options.stats_interval_ms:
+            km.last_stats_ms = now
+            yield MODEL_EVENTS, self._event(
+                Event.STATS, data_type, km.current, stats=self.stats.get(servable.key))
+
+    def _event(self, state: int, data_type: str, d: pb.ModelDescriptor, reason: str = "",
+               **extra) -> bytes:
+        return messages.model_event(state, data_type, d.name, d.version, reason, self.subtask, **extra)
+
+    @staticmethod
+    def _label(d: pb.ModelDescriptor | None) -> str:
+        return f"{d.name} v{d.version}" if d is not None else "no model"

@@ -1,0 +1,34 @@
+"""Which model descriptors a data type accepts: newer versions, or an explicit rollback."""
+
+from __future__ import annotations
+
+from scoring.pb import scoring_pb2 as pb
+
+DescriptorId = tuple[str, int, int, int]
+
+
+def descriptor_id(d: pb.ModelDescriptor) -> DescriptorId:
+    """Identifies one announcement: the same version rolled back to later is a new one."""
+    return (d.name, d.version, d.action, d.publish_time_ms)
+
+
+def accept(current: pb.ModelDescriptor | None, new: pb.ModelDescriptor) -> str | None:
+    """None if `new` replaces `current` for its data type, else the reason it does not."""
+    if current is None or new.action == pb.ModelDescriptor.ROLLBACK:
+        return None
+    if descriptor_id(new) == descriptor_id(current):
+        return f"{new.name} v{new.version} was already accepted (a duplicate message)"
+    if new.name == current.name and new.version <= current.version:
+        return (
+            f"{new.name} v{new.version} is not newer than v{current.version} already accepted "
+            f"for '{new.data_type}'; to go back to it, publish it with action ROLLBACK"
+        )
+    return None
+
+
+def without_inline_bytes(d: pb.ModelDescriptor) -> pb.ModelDescriptor:
+    """A copy fit for logs and events."""
+    copy = pb.ModelDescriptor()
+    copy.CopyFrom(d)
+    copy.ClearField("inline_bytes")
+    return copy

@@ -1,0 +1,43 @@
+"""Per-model-version usage statistics, as the Flink model server of FLIP-23 keeps them."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+
+@dataclass
+class ModelStats:
+    name: str
+    version: int
+    since_ms: int = field(default_factory=lambda: int(time.time() * 1000))
+    usage: int = 0  # records scored
+    batches: int = 0
+    failed: int = 0  # records the model could not score
+    total_ms: float = 0.0
+    min_ms: float = float("inf")  # per batch
+    max_ms: float = 0.0
+
+    def record_batch(self, size: int, failed: int, duration_ms: float) -> None:
+        self.usage += size - failed
+        self.failed += failed
+        self.batches += 1
+        self.total_ms += duration_ms
+        self.min_ms = min(self.min_ms, duration_ms)
+        self.max_ms = max(self.max_ms, duration_ms)
+
+    @property
+    def mean_ms(self) -> float:
+        return self.total_ms / self.batches if self.batches else 0.0
+
+    def as_map(self) -> dict[str, float]:
+        return {
+            "since_ms": float(self.since_ms),
+            "usage": float(self.usage),
+            "failed": float(self.failed),
+            "batches": float(self.batches),
+            "total_ms": self.total_ms,
+            "min_ms": self.min_ms if self.batches else 0.0,
+            "max_ms": self.max_ms,
+            "mean_ms": self.mean_ms,
+        }

@@ -1,0 +1,138 @@
+"""Running the scoring job for tests: a real MiniCluster in a child process, real Kafka
+topics, a real model store over HTTP. Everything started here is stopped here."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from infra import paths
+from infra.topics import consume, create_topics, produce, unique_topics
+from model_store import cli
+from model_store.repository import ModelRepository
+from scoring.pb import scoring_pb2 as pb
+from scoring.values import make_record
+
+ROLES = ("data", "models", "scores", "dead-letters", "model-events")
+
+
+@dataclass
+class ScoringSetup:
+    bootstrap: str
+    repo: ModelRepository
+    store_url: str
+    workdir: Path
+    topics: dict[str, str] = field(default_factory=lambda: unique_topics(*ROLES))
+
+    def __post_init__(self) -> None:
+        create_topics(self.bootstrap, self.topics.values(), partitions=1)
+
+    def job_args(self, **overrides) -> list[str]:
+        args = {
+            "bootstrap-servers": self.bootstrap,
+            "data-topic": self.topics["data"],
+            "models-topic": self.topics["models"],
+            "scores-topic": self.topics["scores"],
+            "dead-letters-topic": self.topics["dead-letters"],
+            "model-events-topic": self.topics["model-events"],
+            "group-id": "test-" + self.topics["data"],
+            "store-allow-list": self.store_url + "/",
+            "model-cache-dir": str(self.workdir / "model-cache"),
+            "checkpoint-interval-ms": "1000",
+            "checkpoint-dir": (self.workdir / "checkpoints").as_uri(),
+            "batch-max-wait-ms": "20",
+            "stats-interval-ms": "1000",
+        }
+        args.update({k.replace("_", "-"): str(v) for k, v in overrides.items()})
+        return [item for k, v in args.items() for item in (f"--{k}", v)]
+
+    def publish(self, name: str, data_type: str, model_type: str, path: Path,
+                inline_max_bytes: int = 0) -> None:
+        code = cli.main(["--store-root", str(self.repo.root), "--bootstrap-servers", self.bootstrap,
+                         "publish", "--name", name, "--data-type", data_type, "--type", model_type,
+                         "--path", str(path), "--topic", self.topics["models"],
+                         "--base-url", self.store_url, "--inline-max-bytes", str(inline_max_bytes)])
+        assert code == 0
+
+    def rollback(self, name: str, version: int) -> None:
+        code = cli.main(["--store-root", str(self.repo.root), "--bootstrap-servers", self.bootstrap,
+                         "rollback", "--name", name, "--version", str(version),
+                         "--topic", self.topics["models"], "--base-url", self.store_url])
+        assert code == 0
+
+    def send_records(self, data_type: str, rows: Iterable[dict], prefix: str) -> list[str]:
+        records = [make_record(f"{prefix}-{i}", data_type, row, int(time.time() * 1000))
+                   for i, row in enumerate(rows)]
+        produce(self.bootstrap, self.topics["data"], (r.SerializeToString() for r in records))
+        return [r.record_id for r in records]
+
+    def send_raw(self, values: Iterable[bytes]) -> None:
+        produce(self.bootstrap, self.topics["data"], values)
+
+    def scores(self, expected: int | None = None, timeout_s: float = 90) -> list[pb.ScoringResult]:
+        return [pb.ScoringResult.FromString(v)
+                for v in consume(self.bootstrap, self.topics["scores"], expected, timeout_s)]
+
+    def dead_letters(self, expected: int | None = None, timeout_s: float = 60) -> list[pb.DeadLetter]:
+        return [pb.DeadLetter.FromString(v)
+                for v in consume(self.bootstrap, self.topics["dead-letters"], expected, timeout_s)]
+
+    def events(self, timeout_s: float = 5) -> list[pb.ModelEvent]:
+        return [pb.ModelEvent.FromString(v)
+                for v in consume(self.bootstrap, self.topics["model-events"], None, timeout_s)]
+
+    def wait_for_event(self, state: int, data_type: str, version: int, timeout_s: float = 90) -> pb.ModelEvent:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for e in self.events(timeout_s=2):
+                if (e.state, e.data_type, e.model_version) == (state, data_type, version):
+                    return e
+        raise AssertionError(f"no {pb.ModelEvent.State.Name(state)} event for {data_type} v{version} "
+                             f"in {timeout_s}s; events: {[describe(e) for e in self.events(2)]}")
+
+
+def describe(e: pb.ModelEvent) -> str:
+    return f"{pb.ModelEvent.State.Name(e.state)} {e.data_type} {e.model_name} v{e.model_version} {e.reason[:120]}"
+
+
+class RunningJob:
+    """`python -m jobs.scoring_job` on a local MiniCluster, killed (whole process group) on exit."""
+
+    def __init__(self, args: list[str], log_path: Path) -> None:
+        self.args = args
+        self.log_path = log_path
+        self.proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> RunningJob:
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "jobs.scoring_job", *self.args],
+                                     cwd=paths.ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        return self
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=30)
+
+    def __exit__(self, *exc) -> None:
+        self.kill()
+
+    def assert_running(self) -> None:
+        assert self.proc.poll() is None, f"the job exited:\n{self.log_tail()}"
+
+    def log_tail(self, n: int = 60) -> str:
+        lines = self.log_path.read_text(errors="replace").splitlines()
+        return "\n".join(line for line in lines if not line.lstrip().startswith("at "))[-8000:]
+
+
+def latest_checkpoint(checkpoint_root: Path) -> Path:
+    found = sorted(checkpoint_root.rglob("chk-*/_metadata"), key=lambda p: p.stat().st_mtime)
+    assert found, f"no completed checkpoint under {checkpoint_root}"
+    return found[-1].parent

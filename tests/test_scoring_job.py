@@ -1,0 +1,230 @@
+"""The scoring job end to end: real broker, real MiniCluster, real model store over HTTP."""
+
+from __future__ import annotations
+
+import itertools
+import re
+import threading
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+
+from infra import flink_cluster, paths
+from model_store import cli
+from model_store.repository import ModelRepository
+from model_store.server import ModelStoreServer
+from scoring.pb import scoring_pb2 as pb
+from scoring.values import to_python
+from tests.conftest import load_samples
+from tests.harness import RunningJob, ScoringSetup, describe, latest_checkpoint
+
+pytestmark = pytest.mark.integration
+
+Event = pb.ModelEvent
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    repo = ModelRepository(tmp_path_factory.mktemp("store"))
+    repo.root.mkdir(parents=True, exist_ok=True)
+    with ModelStoreServer(repo.root) as server:
+        yield repo, server
+
+
+@pytest.fixture(scope="module")
+def scoring(kafka, store, tmp_path_factory):
+    """One running job shared by the tests of this module; each test has its data types."""
+    repo, server = store
+    setup = ScoringSetup(kafka.bootstrap_servers, repo, server.base_url, tmp_path_factory.mktemp("job"))
+    with RunningJob(setup.job_args(), setup.workdir / "job.log") as job:
+        setup.job = job
+        yield setup
+        job.assert_running()
+
+
+def outputs_of(result: pb.ScoringResult) -> dict:
+    return {k: to_python(v) for k, v in result.outputs.items()}
+
+
+def runs(values: list) -> list:
+    """Run-length encoding: [1, 1, 2, 2, 1] -> [1, 2, 1]."""
+    return [k for k, _ in itertools.groupby(values)]
+
+
+def mine(results, prefix: str):
+    return [r for r in results if r.record_id.startswith(prefix + "-")]
+
+
+def test_swap_mid_stream_scores_every_record_once_by_one_version(scoring, samples):
+    rows = load_samples(samples["wine-pmml"])["inputs"]
+    scoring.publish("swap-wine", "swap", "pmml", samples["wine-pmml"] / "model.pmml")
+    first = scoring.send_records("swap", rows, prefix="swap-first")
+    scoring.wait_for_event(Event.AVAILABLE, "swap", 1)
+
+    sent: list[str] = list(first)
+    stop = threading.Event()
+
+    def stream():
+        for n in itertools.count():
+            if stop.is_set():
+                return
+            sent.extend(scoring.send_records("swap", rows[:10], prefix=f"swap-{n}"))
+            time.sleep(0.05)
+
+    producer = threading.Thread(target=stream)
+    producer.start()
+    try:
+        time.sleep(3)
+        scoring.publish("swap-wine", "swap", "tensorflow", samples["wine-tf"] / "saved_model")
+        scoring.wait_for_event(Event.AVAILABLE, "swap", 2)
+        time.sleep(3)
+        scoring.rollback("swap-wine", 1)
+        time.sleep(6)
+    finally:
+        stop.set()
+        producer.join()
+
+    results = mine(scoring.scores(expected=None, timeout_s=20), "swap")
+    deadline = time.monotonic() + 60
+    while len(results) < len(sent) and time.monotonic() < deadline:
+        results = mine(scoring.scores(expected=None, timeout_s=10), "swap")
+    ids = [r.record_id for r in results]
+    assert len(ids) == len(set(ids)), "a record was scored twice"
+    assert set(ids) == set(sent), f"{len(set(sent) - set(ids))} records lost"
+    assert not mine(scoring.dead_letters(timeout_s=3), "swap")
+    # Versions per key in output order: v1, then v2 after the swap, then v1 after the rollback.
+    assert runs([r.model_version for r in results]) == [1, 2, 1]
+    for r in results:  # each result is wholly from the model its version names
+        keys = set(r.outputs)
+        assert keys == ({"probabilities", "label", "confidence"} if r.model_version == 2
+                        else {"probability_0", "probability_1", "probability_2", "predicted_cultivar"})
+    events = [e for e in scoring.events() if e.data_type == "swap"]
+    unloaded = [e for e in events if e.state == Event.UNLOADED]
+    assert unloaded and unloaded[0].stats["usage"] > 0
+
+
+def test_several_data_types_served_at_once_by_their_own_models(scoring, samples):
+    cases = {"multi-wine": ("wine-pmml", "pmml", samples["wine-pmml"] / "model.pmml"),
+             "multi-text": ("spam-tf", "tensorflow", samples["spam-tf"] / "saved_model"),
+             "multi-image": ("digits-tf", "tensorflow", samples["digits-tf"] / "saved_model")}
+    for data_type, (sample, kind, path) in cases.items():
+        # The text model goes inline in the descriptor; the others by location.
+        scoring.publish(f"{data_type}-model", data_type, kind, path,
+                        inline_max_bytes=10**6 if data_type == "multi-text" else 0)
+    expected = {}
+    for data_type, (sample, _, _) in cases.items():
+        doc = load_samples(samples[sample])
+        ids = scoring.send_records(data_type, doc["inputs"], prefix=data_type)
+        expected.update(dict(zip(ids, doc["expected"], strict=True)))
+    results = [r for r in scoring.scores(timeout_s=120, expected=None) if r.record_id in expected]
+    deadline = time.monotonic() + 90
+    while len(results) < len(expected) and time.monotonic() < deadline:
+        results = [r for r in scoring.scores(timeout_s=10) if r.record_id in expected]
+    assert sorted(r.record_id for r in results) == sorted(expected)
+    for r in results:
+        assert r.model_name == f"{r.data_type}-model" and r.model_version == 1
+        got = outputs_of(r)
+        for name, want in expected[r.record_id].items():
+            if isinstance(want, str):
+                assert got[name] == want
+            else:
+                np.testing.assert_allclose(np.asarray(got[name], dtype=float), want, rtol=1e-4, atol=1e-5)
+
+
+def test_bad_records_are_dead_lettered_while_good_ones_flow(scoring, samples):
+    rows = load_samples(samples["wine-pmml"])["inputs"]
+    scoring.publish("bad-wine", "bad", "pmml", samples["wine-pmml"] / "model.pmml")
+    good = scoring.send_records("bad", rows, prefix="bad-good")
+    bad_rows = [{k: v for k, v in rows[0].items() if k != "alcohol"},
+                {**rows[0], "alcohol": "strong"},
+                {**rows[0], "hue": float("inf")}]
+    bad = scoring.send_records("bad", bad_rows, prefix="bad-bad")
+    scoring.send_raw([b"\x00\x01 definitely not protobuf \xff\xfe", b"\x0a\x05hello"])
+    more_good = scoring.send_records("bad", rows, prefix="bad-more")
+
+    results = [r for r in scoring.scores(timeout_s=60, expected=None) if r.record_id.startswith("bad-")]
+    assert sorted(r.record_id for r in results) == sorted(good + more_good)
+    letters = scoring.dead_letters(timeout_s=10)
+    by_id = {d.record_id: d for d in letters if d.record_id.startswith("bad-bad")}
+    assert set(by_id) == set(bad)
+    assert "missing input(s) ['alcohol']" in by_id[bad[0]].reason
+    assert "'alcohol' is a string" in by_id[bad[1]].reason
+    assert "'hue' is inf" in by_id[bad[2]].reason
+    assert all(d.model_name == "bad-wine" and d.model_version == 1 for d in by_id.values())
+    unparsed = [d for d in letters if d.stage == "parse"]
+    assert {d.original for d in unparsed} >= {b"\x00\x01 definitely not protobuf \xff\xfe", b"\x0a\x05hello"}
+    assert all(d.reason for d in unparsed)
+
+
+def test_a_bad_model_is_rejected_while_the_old_one_keeps_serving(scoring, samples, tmp_path):
+    rows = load_samples(samples["wine-pmml"])["inputs"]
+    scoring.publish("guarded", "guarded", "pmml", samples["wine-pmml"] / "model.pmml")
+    ids = scoring.send_records("guarded", rows, prefix="guarded-v1")
+    scoring.wait_for_event(Event.AVAILABLE, "guarded", 1)
+    corrupt = tmp_path / "corrupt.pmml"
+    corrupt.write_bytes(b"<PMML><this is not a model")
+    scoring.publish("guarded", "guarded", "pmml", corrupt)
+    ids += scoring.send_records("guarded", rows, prefix="guarded-during")
+    error = scoring.wait_for_event(Event.ERROR, "guarded", 2)
+    assert "not well-formed XML" in error.reason and "keeps its current model" in error.reason
+    # An older version without the rollback flag is refused.
+    stale = cli.descriptor_for(scoring.repo, scoring.repo.get("guarded", 1), scoring.store_url, 0)
+    cli.send_messages(scoring.bootstrap, scoring.topics["models"], [stale])
+    rejected = scoring.wait_for_event(Event.REJECTED, "guarded", 1)
+    assert "not newer than v2" in rejected.reason and "ROLLBACK" in rejected.reason
+
+    ids += scoring.send_records("guarded", rows, prefix="guarded-v2")
+    results = [r for r in scoring.scores(timeout_s=60, expected=None) if r.record_id in set(ids)]
+    assert sorted(r.record_id for r in results) == sorted(ids)
+    assert {r.model_version for r in results} == {1}
+
+
+def test_a_restarted_job_scores_with_the_same_models_without_a_republish(kafka, store, samples, tmp_path):
+    repo, server = store
+    setup = ScoringSetup(kafka.bootstrap_servers, repo, server.base_url, tmp_path)
+    rows = load_samples(samples["wine-tf"])["inputs"]
+    with RunningJob(setup.job_args(), tmp_path / "first.log") as job:
+        setup.publish("restart-wine", "restart", "tensorflow", samples["wine-tf"] / "saved_model")
+        before = setup.send_records("restart", rows, prefix="before")
+        assert len(setup.scores(expected=len(before), timeout_s=120)) == len(before), job.log_tail()
+        time.sleep(3)  # a checkpoint after the records were scored
+        job.kill()
+    checkpoint = latest_checkpoint(tmp_path / "checkpoints")
+    with RunningJob(setup.job_args(restore_from=checkpoint.as_uri()), tmp_path / "second.log") as job:
+        after = setup.send_records("restart", rows, prefix="after")
+        results = setup.scores(expected=len(before) + len(after), timeout_s=120)
+        job.assert_running()
+    ids = [r.record_id for r in results]
+    assert sorted(ids) == sorted(before + after), "lost or duplicated across the restart"
+    assert {(r.model_name, r.model_version) for r in results} == {("restart-wine", 1)}
+    accepted = [e for e in setup.events() if e.state == Event.ACCEPTED]
+    assert len(accepted) == 1, [describe(e) for e in accepted]  # the descriptor was not re-read
+
+
+@pytest.mark.cluster
+def test_flink_run_on_the_standalone_cluster_with_parallelism_2(kafka, store, samples, tmp_path, standalone_cluster):
+    repo, server = store
+    setup = ScoringSetup(kafka.bootstrap_servers, repo, server.base_url, tmp_path)
+    args = setup.job_args(parallelism=2, job_name="scoring-test-" + setup.topics["data"])
+    args = [a for a in args if not a.startswith("file:") and a != "--checkpoint-dir"]
+    done = flink_cluster.flink_run(
+        ["-d", "-py", str(paths.ROOT / "jobs" / "scoring_job.py"), "-j", str(paths.kafka_connector_jar()), *args],
+        capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-5000:]
+    job_id = re.search(r"JobID ([0-9a-f]{32})", done.stdout).group(1)
+    try:
+        setup.publish("cluster-wine", "cluster-a", "pmml", samples["wine-pmml"] / "model.pmml")
+        setup.publish("cluster-digits", "cluster-b", "tensorflow", samples["digits-tf"] / "saved_model")
+        ids = setup.send_records("cluster-a", load_samples(samples["wine-pmml"])["inputs"], prefix="a")
+        ids += setup.send_records("cluster-b", load_samples(samples["digits-tf"])["inputs"], prefix="b")
+        results = setup.scores(expected=len(ids), timeout_s=180)
+        assert sorted(r.record_id for r in results) == sorted(ids)
+        assert {(r.data_type, r.model_name) for r in results} == {
+            ("cluster-a", "cluster-wine"), ("cluster-b", "cluster-digits")}
+        assert flink_cluster.rest(f"/jobs/{job_id}")["state"] == "RUNNING"
+    finally:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{flink_cluster.REST_PORT}/jobs/{job_id}?mode=cancel", method="PATCH")
+        urllib.request.urlopen(request, timeout=10).close()
