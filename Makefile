@@ -10,7 +10,7 @@ PIP := $(PY) -m pip
 REQS := requirements/requirements.in
 CONSTRAINTS := requirements/constraints.txt
 
-.PHONY: setup venv jars protos flink-conf lock test lint demo models \
+.PHONY: setup venv jars protos flink-conf lock test lint demo models job submit status \
         kafka-up kafka-down cluster-up cluster-down store-up store-down down
 
 setup: venv jars protos flink-conf
@@ -57,6 +57,17 @@ lint: venv
 
 demo: setup
 	$(PY) -m jobs.demo
+
+# The scoring job on a local MiniCluster, against `make kafka-up` and `make store-up`.
+job: setup
+	$(PY) -m jobs.scoring_job $(ARGS)
+
+# The scoring job on the standalone cluster (`make cluster-up`).
+submit: setup
+	$(PY) -m infra.flink_cluster run -- -d -py jobs/scoring_job.py -j $(wildcard lib/flink/flink-sql-connector-kafka-*.jar) $(ARGS)
+
+status: setup
+	$(VENV)/bin/model-store status
 
 kafka-up: setup
 	$(PY) -m infra.kafka_broker start

@@ -72,10 +72,11 @@ def is_running() -> bool:
     return port_is_open(REST_PORT) and taskmanagers_registered() > 0
 
 
-def start() -> None:
+def start() -> bool:
+    """Start the cluster; False if one was already running (then leave it to its owner)."""
     if is_running():
         print(f"Flink cluster already running: http://127.0.0.1:{REST_PORT}")
-        return
+        return False
     ensure_port_free(REST_PORT, "Flink REST endpoint")
     ensure_port_free(RPC_PORT, "Flink JobManager RPC")
     subprocess.run([_bin("start-cluster.sh")], env=flink_env(), check=True,
@@ -87,6 +88,7 @@ def start() -> None:
         stop()
         raise
     print(f"Flink cluster up: http://127.0.0.1:{REST_PORT}")
+    return True
 
 
 def stop() -> None:

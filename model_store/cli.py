@@ -4,6 +4,7 @@
     model-store list [--name wine]
     model-store rollback --name wine --version 1
     model-store send --data-type wine --samples .run/samples/wine-pmml/samples.json --count 1000
+    model-store status
 
 A publish copies the model into the versioned store and announces it on the models
 topic: inline when it is small, otherwise by its location on the store's HTTP server.
@@ -92,6 +93,16 @@ def cmd_send(args, repo: ModelRepository) -> int:
     return 0
 
 
+def cmd_status(args, repo: ModelRepository) -> int:
+    from infra.topics import consume
+    from model_store.status import fold, render
+
+    events = [pb.ModelEvent.FromString(v)
+              for v in consume(args.bootstrap_servers, args.events_topic, timeout_s=args.timeout)]
+    print(render(fold(events)))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     topics = TopicNames.from_env()
     p = argparse.ArgumentParser(prog="model-store", description=__doc__,
@@ -130,10 +141,15 @@ def parser() -> argparse.ArgumentParser:
     send.add_argument("--count", type=int, default=100)
     send.add_argument("--id-prefix", default="")
     send.add_argument("--data-topic", default=topics.data)
+
+    st = sub.add_parser("status", help="the model each data type is served by, with its counters")
+    st.add_argument("--events-topic", default=topics.model_events)
+    st.add_argument("--timeout", type=float, default=5, help="seconds to read the events topic")
     return p
 
 
-COMMANDS = {"publish": cmd_publish, "list": cmd_list, "rollback": cmd_rollback, "send": cmd_send}
+COMMANDS = {"publish": cmd_publish, "list": cmd_list, "rollback": cmd_rollback, "send": cmd_send,
+            "status": cmd_status}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -35,13 +35,11 @@ def kafka(tmp_path_factory) -> Iterator[KafkaBroker]:
 
 @pytest.fixture(scope="session")
 def standalone_cluster() -> Iterator[None]:
-    already_running = flink_cluster.is_running()
-    if not already_running:
-        flink_cluster.start()
+    started = flink_cluster.start()
     try:
         yield
     finally:
-        if not already_running:
+        if started:
             flink_cluster.stop()
 
 

@@ -109,7 +109,7 @@ def test_several_data_types_served_at_once_by_their_own_models(scoring, samples)
     cases = {"multi-wine": ("wine-pmml", "pmml", samples["wine-pmml"] / "model.pmml"),
              "multi-text": ("spam-tf", "tensorflow", samples["spam-tf"] / "saved_model"),
              "multi-image": ("digits-tf", "tensorflow", samples["digits-tf"] / "saved_model")}
-    for data_type, (sample, kind, path) in cases.items():
+    for data_type, (_sample, kind, path) in cases.items():
         # The text model goes inline in the descriptor; the others by location.
         scoring.publish(f"{data_type}-model", data_type, kind, path,
                         inline_max_bytes=10**6 if data_type == "multi-text" else 0)

@@ -1,0 +1,150 @@
+"""Pure logic of the model lifecycle: acceptance policy, the manager, statistics, status."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from model_store.status import fold
+from scoring.errors import ModelLoadError
+from scoring.loader import DescriptorError, Servable, parse_descriptor
+from scoring.manager import ERROR, LOADING, READY, ModelManager
+from scoring.pb import scoring_pb2 as pb
+from scoring.policy import accept
+from scoring.stats import ModelStats
+
+ROLLBACK = pb.ModelDescriptor.ROLLBACK
+
+
+def desc(version: int, name: str = "m", action: int = pb.ModelDescriptor.DEPLOY, t: int = 0) -> pb.ModelDescriptor:
+    return pb.ModelDescriptor(name=name, data_type="d", version=version, model_type=pb.PMML,
+                              action=action, publish_time_ms=t, location="http://x/")
+
+
+def test_policy_accepts_newer_versions_and_explicit_rollbacks_only():
+    assert accept(None, desc(1)) is None
+    assert accept(desc(1), desc(2)) is None
+    assert "not newer than v2" in accept(desc(2), desc(1))
+    assert "not newer" in accept(desc(2), desc(2, t=5))
+    assert "duplicate" in accept(desc(2), desc(2))
+    assert accept(desc(2), desc(1, action=ROLLBACK)) is None
+    assert accept(desc(5, name="a"), desc(1, name="b")) is None  # another model takes over
+
+
+def test_descriptors_are_checked_when_parsed():
+    with pytest.raises(DescriptorError, match="not a ModelDescriptor"):
+        parse_descriptor(b"\xff\xff\xff\xff")
+    with pytest.raises(DescriptorError, match="name is empty.*version is 0.*neither inline_bytes nor location"):
+        parse_descriptor(pb.ModelDescriptor(data_type="d", model_type=pb.PMML).SerializeToString())
+    with pytest.raises(DescriptorError, match="model_type 7 has no backend"):
+        parse_descriptor(pb.ModelDescriptor(name="m", data_type="d", version=1, model_type=7,
+                                            location="http://x/").SerializeToString())
+
+
+class FakeModel:
+    def __init__(self):
+        self.released = False
+
+    def release(self):
+        self.released = True
+
+
+def wait_collect(manager: ModelManager, timeout_s: float = 5):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        done = manager.collect()
+        if done:
+            return done
+        time.sleep(0.01)
+    raise AssertionError("no load finished")
+
+
+def test_manager_loads_in_the_background_and_exposes_only_finished_models():
+    gate = threading.Event()
+
+    def load(d):
+        gate.wait(5)
+        return Servable(d.name, d.version, d.model_type, FakeModel())
+
+    manager = ModelManager(load, capacity=2)
+    try:
+        d = desc(1)
+        assert manager.get(d).state == LOADING
+        assert manager.collect() == [] and manager.get(d).state == LOADING  # not before it finished
+        gate.set()
+        [(done, status)] = wait_collect(manager)
+        assert done is d and status.state == READY
+        assert manager.get(d).servable.version == 1
+    finally:
+        manager.close()
+
+
+def test_manager_reports_failures_and_does_not_retry_at_once():
+    calls = []
+
+    def load(d):
+        calls.append(d.version)
+        raise ModelLoadError("corrupt artifact")
+
+    manager = ModelManager(load, retry_after_s=60)
+    try:
+        manager.request(desc(3))
+        [(_, status)] = wait_collect(manager)
+        assert status.state == ERROR and "corrupt artifact" in status.error
+        assert manager.get(desc(3)).state == ERROR
+        manager.request(desc(3))
+        assert calls == [3]
+    finally:
+        manager.close()
+
+
+def test_manager_survives_unexpected_exceptions_from_a_backend():
+    manager = ModelManager(lambda d: 1 / 0)
+    try:
+        manager.request(desc(1))
+        [(_, status)] = wait_collect(manager)
+        assert status.state == ERROR and "ZeroDivisionError" in status.error
+    finally:
+        manager.close()
+
+
+def test_manager_cache_is_a_bounded_lru_that_releases_what_it_drops():
+    manager = ModelManager(lambda d: Servable(d.name, d.version, d.model_type, FakeModel()), capacity=2)
+    try:
+        servables = {}
+        for v in (1, 2):
+            manager.request(desc(v))
+            wait_collect(manager)
+            servables[v] = manager.get(desc(v)).servable
+        manager.get(desc(1))  # 1 is now the most recently used
+        manager.request(desc(3))
+        wait_collect(manager)
+        assert sorted(manager.ready_keys()) == [("m", 1), ("m", 3)]
+        assert servables[2].model.released and not servables[1].model.released
+    finally:
+        manager.close()
+
+
+def test_stats_keep_the_flip23_counters():
+    stats = ModelStats("m", 1)
+    stats.record_batch(10, 1, 4.0)
+    stats.record_batch(5, 0, 2.0)
+    m = stats.as_map()
+    assert (m["usage"], m["failed"], m["batches"]) == (14, 1, 2)
+    assert (m["min_ms"], m["max_ms"], m["mean_ms"], m["total_ms"]) == (2.0, 4.0, 3.0, 6.0)
+
+
+def test_status_folds_events_into_the_active_model_per_data_type():
+    E = pb.ModelEvent
+    events = [
+        E(data_type="wine", model_name="w", model_version=1, state=E.AVAILABLE, time_ms=1),
+        E(data_type="wine", model_name="w", model_version=1, state=E.STATS, time_ms=2, stats={"usage": 10}),
+        E(data_type="wine", model_name="w", model_version=2, state=E.ERROR, time_ms=3, reason="bad"),
+        E(data_type="text", model_name="t", model_version=4, state=E.AVAILABLE, time_ms=4),
+    ]
+    status = fold(events)
+    assert (status["wine"].model, status["wine"].version, status["wine"].stats["usage"]) == ("w", 1, 10)
+    assert "ERROR w v2: bad" in status["wine"].last_problem
+    assert status["text"].version == 4 and status["text"].since_ms == 4
