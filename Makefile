@@ -10,7 +10,7 @@ PIP := $(PY) -m pip
 REQS := requirements/requirements.in
 CONSTRAINTS := requirements/constraints.txt
 
-.PHONY: setup venv jars protos flink-conf lock test lint demo models job submit status \
+.PHONY: setup venv jars protos flink-conf lock test lint demo models job submit status bench \
         kafka-up kafka-down cluster-up cluster-down store-up store-down down
 
 setup: venv jars protos flink-conf
@@ -65,6 +65,10 @@ job: setup
 # The scoring job on the standalone cluster (`make cluster-up`).
 submit: setup
 	$(PY) -m infra.flink_cluster run -- -d -py jobs/scoring_job.py -j $(wildcard lib/flink/flink-sql-connector-kafka-*.jar) $(ARGS)
+
+# Benchmarks: writes bench/results/latest.{json,md,png}. About 20 minutes.
+bench: setup
+	$(PY) -m bench.run $(ARGS)
 
 status: setup
 	$(VENV)/bin/model-store status

@@ -32,8 +32,8 @@ def unique_topics(*roles: str) -> dict[str, str]:
 
 
 def produce(bootstrap: str, topic: str, values: Iterable[bytes], key: bytes | None = None) -> int:
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5,
-                             max_request_size=16 * 1024 * 1024)
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20,
+                             batch_size=1 << 20, max_request_size=16 * 1024 * 1024)
     n = 0
     try:
         for value in values:

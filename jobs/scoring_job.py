@@ -80,6 +80,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     flag("--checkpoint-dir", default="", help="where checkpoints go (default: the cluster's config)")
     flag("--restore-from", default="", help="a checkpoint or savepoint path to start from")
     flag("--job-name", default="model scoring")
+    flag("--passthrough", type=lambda v: str(v).lower() in ("1", "true", "yes"), default=False,
+         help="benchmarks only: run the whole topology but return empty outputs without a model call")
     return p.parse_args(argv)
 
 
@@ -95,6 +97,7 @@ def options_from(args: argparse.Namespace) -> ScoringOptions:
         max_held_records=args.max_held_records,
         stats_interval_ms=args.stats_interval_ms,
         max_record_bytes=args.max_record_bytes,
+        passthrough=args.passthrough,
     )
 
 

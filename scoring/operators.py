@@ -33,7 +33,7 @@ from pyflink.datastream.state import (
 
 from model_store.fetcher import ArtifactFetcher, FetchPolicy
 from scoring import messages
-from scoring.batch import score_batch
+from scoring.batch import Outcome, identity_batch, score_batch
 from scoring.loader import DescriptorError, Servable, load_servable, parse_descriptor
 from scoring.manager import ERROR, READY, ModelManager
 from scoring.pb import scoring_pb2 as pb
@@ -65,6 +65,7 @@ class ScoringOptions:
     load_poll_ms: int = 100
     stats_interval_ms: int = 10_000
     max_record_bytes: int = 4 * 1024 * 1024
+    passthrough: bool = False  # benchmarks: the whole topology, but no model call
 
 
 class ParseRecords(ProcessFunction):
@@ -106,6 +107,17 @@ class ParseDescriptors(ProcessFunction):
         yield value
 
 
+def result_or_failure(record: pb.DataRecord, outcome: Outcome,
+                      servable: Servable) -> tuple[bytes | None, tuple[str, str] | None]:
+    """The result message, or the (stage, reason) for the dead letter."""
+    if not outcome.ok:
+        return None, (outcome.error.stage, str(outcome.error))
+    try:
+        return messages.result(record, servable.name, servable.version, outcome.outputs), None
+    except (TypeError, ValueError) as err:  # the backend returned what a Value cannot hold
+        return None, ("score", f"the model's outputs cannot be written as a ScoringResult: {err}")
+
+
 @dataclass
 class KeyModels:
     """In-memory mirror of one key's model state (the truth is in Flink keyed state)."""
@@ -138,6 +150,8 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
         self.keys: dict[str, KeyModels] = {}
         self.stats: dict[tuple[str, int], ModelStats] = {}
         group = runtime_context.get_metrics_group().add_group("scoring")
+        self.metrics_group = group
+        self.version_metrics: dict[tuple[str, int], tuple] = {}
         self.m_inferences = group.counter("num_inferences")
         self.m_failed = group.counter("failed_inferences")
         self.m_failed_batches = group.counter("failed_batches_counter")
@@ -213,6 +227,8 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
 
     def on_timer(self, timestamp: int, ctx):
         data_type = ctx.get_current_key()
+        # After a restore a timer can fire before any element: build the mirror here too.
+        self._mirror(ctx.get_broadcast_state(ACCEPTED_MODELS))
         yield from self._collect_loads()
         km = self._key_models(data_type)
         yield from self._advance(data_type, km)
@@ -318,16 +334,16 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
                 yield DEAD_LETTERS, messages.dead_letter(
                     raw, "validate", f"bad input value: {err}", record, servable.key)
         started = time.perf_counter()
-        outcomes = score_batch(servable.model, inputs)
+        outcomes = (identity_batch if self.options.passthrough else score_batch)(servable.model, inputs)
         elapsed = time.perf_counter() - started
         failed = 0
         for (raw, record), outcome in zip(records, outcomes, strict=True):
-            if outcome.ok:
-                yield messages.result(record, servable.name, servable.version, outcome.outputs)
+            message, failure = result_or_failure(record, outcome, servable)
+            if failure is None:
+                yield message
             else:
                 failed += 1
-                yield DEAD_LETTERS, messages.dead_letter(
-                    raw, outcome.error.stage, str(outcome.error), record, servable.key)
+                yield DEAD_LETTERS, messages.dead_letter(raw, *failure, record, servable.key)
         self._account(servable, len(records), failed, elapsed)
         yield from self._maybe_report_stats(data_type, km, servable)
 
@@ -341,6 +357,17 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
                 self.m_failed_batches.inc()
         self.m_batch_size.update(size)
         self.m_batch_latency.update(int(elapsed_s * 1e6))
+        inferences, latency = self._version_metrics(servable.key)
+        inferences.inc(size - failed)
+        latency.update(int(elapsed_s * 1e6))
+
+    def _version_metrics(self, key: tuple[str, int]) -> tuple:
+        """num_inferences and batch latency per model version: scoring.model.<name>.version.<v>."""
+        if key not in self.version_metrics:
+            group = self.metrics_group.add_group("model", key[0]).add_group("version", str(key[1]))
+            self.version_metrics[key] = (group.counter("num_inferences"),
+                                         group.distribution("inference_batch_latency_micro_secs"))
+        return self.version_metrics[key]
 
     def _maybe_report_stats(self, data_type: str, km: KeyModels, servable: Servable):
         now = messages.now_ms()

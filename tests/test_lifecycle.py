@@ -148,3 +148,15 @@ def test_status_folds_events_into_the_active_model_per_data_type():
     assert (status["wine"].model, status["wine"].version, status["wine"].stats["usage"]) == ("w", 1, 10)
     assert "ERROR w v2: bad" in status["wine"].last_problem
     assert status["text"].version == 4 and status["text"].since_ms == 4
+
+
+def test_an_output_that_cannot_be_encoded_becomes_a_dead_letter_reason():
+    from scoring.batch import Outcome
+    from scoring.operators import result_or_failure
+
+    record = pb.DataRecord(record_id="r1", data_type="d")
+    servable = Servable("m", 3, pb.PMML, FakeModel())
+    message, failure = result_or_failure(record, Outcome(outputs={"y": 1.5}), servable)
+    assert failure is None and pb.ScoringResult.FromString(message).model_version == 3
+    message, failure = result_or_failure(record, Outcome(outputs={"y": {"nested": 1}}), servable)
+    assert message is None and failure[0] == "score" and "cannot be written" in failure[1]

@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 
 from infra import flink_cluster, paths
+from infra.job_harness import RunningJob, ScoringSetup, describe, latest_checkpoint
 from model_store import cli
 from model_store.repository import ModelRepository
 from model_store.server import ModelStoreServer
 from scoring.pb import scoring_pb2 as pb
 from scoring.values import to_python
 from tests.conftest import load_samples
-from tests.harness import RunningJob, ScoringSetup, describe, latest_checkpoint
 
 pytestmark = pytest.mark.integration
 

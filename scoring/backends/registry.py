@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 
 from scoring.backends.base import ModelBackend
 from scoring.errors import UnknownModelTypeError
@@ -13,6 +14,11 @@ BACKENDS: dict[int, str] = {
     pb.PMML: "scoring.backends.pmml:PmmlBackend",
     pb.TENSORFLOW_SAVED_MODEL: "scoring.backends.tensorflow:TensorFlowBackend",
 }
+
+# More backends without touching this file: SCORING_EXTRA_BACKENDS="99=pkg.module:Class,...".
+for _item in filter(None, os.environ.get("SCORING_EXTRA_BACKENDS", "").split(",")):
+    _type, _path = _item.split("=", 1)
+    BACKENDS[int(_type)] = _path.strip()
 
 _instances: dict[int, ModelBackend] = {}
 

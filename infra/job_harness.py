@@ -1,5 +1,5 @@
-"""Running the scoring job for tests: a real MiniCluster in a child process, real Kafka
-topics, a real model store over HTTP. Everything started here is stopped here."""
+"""Running the scoring job for tests and benchmarks: a real MiniCluster in a child process,
+real Kafka topics, a real model store over HTTP. Everything started here is stopped here."""
 
 from __future__ import annotations
 
@@ -104,16 +104,17 @@ def describe(e: pb.ModelEvent) -> str:
 class RunningJob:
     """`python -m jobs.scoring_job` on a local MiniCluster, killed (whole process group) on exit."""
 
-    def __init__(self, args: list[str], log_path: Path) -> None:
+    def __init__(self, args: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
         self.args = args
         self.log_path = log_path
+        self.env = env
         self.proc: subprocess.Popen | None = None
 
     def __enter__(self) -> RunningJob:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "jobs.scoring_job", *self.args],
                                      cwd=paths.ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+                                     start_new_session=True, env=self.env)
         return self
 
     def kill(self) -> None:

@@ -1,0 +1,93 @@
+"""The benchmark report: a markdown table against the project's targets, and a chart."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+TARGETS = [
+    # (label, value, target, higher is better)
+    ("PMML / pass-through", lambda r: r["throughput"]["pmml_rps"] / r["throughput"]["passthrough_rps"], 0.8, True),
+    ("TF / pass-through", lambda r: r["throughput"]["tf_rps"] / r["throughput"]["passthrough_rps"], 0.7, True),
+    ("PMML / remote HTTP", lambda r: r["throughput"]["pmml_rps"] / r["throughput"]["remote_http_rps"], 10, True),
+    ("TF / remote HTTP", lambda r: r["throughput"]["tf_rps"] / r["throughput"]["remote_http_rps"], 10, True),
+    ("publish -> first result p50 (s)", lambda r: r["swap"]["publish_to_first_p50_s"], 2.0, False),
+    ("p99 latency around swaps / steady", lambda r: r["swap"]["latency_p99_ratio"], 2.0, False),
+    ("1,000 models: peak RSS (MB)", lambda r: r["many_models"]["peak_rss_mb"], 4096, False),
+    ("1,000 models / single-model throughput", lambda r: r["many_models"]["rps"] / r["throughput"]["pmml_rps"], 0.5, True),
+]
+
+
+def _fmt(value: float) -> str:
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.2f}"
+
+
+def markdown(report: dict) -> str:
+    out = [f"# Benchmark results\n\ncommit `{report['git_commit'][:10]}`, {report['date'][:19]}, "
+           f"{report['machine']['cores']} cores, {report['machine']['memory_gb']} GB\n"]
+    t = report.get("throughput")
+    if t:
+        out += ["## Throughput (records/s, timed first result to last)\n",
+                "| case | p=1 | ÷ pass-through | ÷ raw library | p=2 |", "|---|---:|---:|---:|---:|"]
+        for label, key, raw in [("pass-through", "passthrough", None), ("PMML", "pmml", "raw_pmml_rps"),
+                                ("TensorFlow", "tf", "raw_tf_rps"), ("remote HTTP (TF)", "remote_http", "raw_tf_rps")]:
+            rps = t[f"{key}_rps"]
+            ratio_raw = _fmt(rps / t[raw]) if raw else "—"
+            p2 = _fmt(t[f"{key}_p2_rps"]) if f"{key}_p2_rps" in t else "—"
+            out.append(f"| {label} | {_fmt(rps)} | {rps / t['passthrough_rps']:.2f} | {ratio_raw} | {p2} |")
+        out.append(f"| raw PMML (no Flink, batches of 256) | {_fmt(t['raw_pmml_rps'])} | | | |")
+        out.append(f"| raw TF (no Flink, batches of 256) | {_fmt(t['raw_tf_rps'])} | | | |\n")
+    if "swap" in report:
+        s = report["swap"]
+        out += ["## Model swaps\n", "| measure | value |", "|---|---:|"]
+        out += [f"| {k.replace('_', ' ')} | {_fmt(v) if isinstance(v, float) else v} |" for k, v in s.items()]
+        out.append("")
+    if "many_models" in report:
+        m = report["many_models"]
+        out += ["## Many models\n", "| measure | value |", "|---|---:|"]
+        out += [f"| {k.replace('_', ' ')} | {_fmt(v) if isinstance(v, float) else v} |" for k, v in m.items()]
+        out.append("")
+    if "batch_sweep" in report:
+        out += ["## Micro-batch size (PMML)\n", "| batch size | records/s | ms per model call | ms per record |",
+                "|---:|---:|---:|---:|"]
+        out += [f"| {b['batch_size']} | {_fmt(b['rps'])} | {b['batch_mean_ms']:.2f} | {b['ms_per_record_in_batch']:.3f} |"
+                for b in report["batch_sweep"]]
+        out.append("")
+    out += ["## Targets\n", "| target | measured | goal | met |", "|---|---:|---:|:---:|"]
+    for label, value, goal, higher in TARGETS:
+        try:
+            v = value(report)
+        except (KeyError, ZeroDivisionError):
+            continue
+        met = v >= goal if higher else v <= goal
+        out.append(f"| {label} | {_fmt(v)} | {'≥' if higher else '≤'} {_fmt(goal)} | {'yes' if met else 'no'} |")
+    return "\n".join(out) + "\n"
+
+
+def chart(report: dict, target: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [k for k in ("throughput", "batch_sweep") if k in report]
+    fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(6 * max(len(panels), 1), 4.5), squeeze=False)
+    for ax, panel in zip(axes[0], panels, strict=False):
+        if panel == "throughput":
+            t = report["throughput"]
+            labels = ["pass-through", "PMML", "TF", "remote HTTP", "raw PMML", "raw TF"]
+            keys = ["passthrough_rps", "pmml_rps", "tf_rps", "remote_http_rps", "raw_pmml_rps", "raw_tf_rps"]
+            ax.bar(labels, [t[k] for k in keys], color=["grey", "C0", "C1", "C3", "C0", "C1"])
+            ax.set_yscale("log")
+            ax.set_ylabel("records/s (log)")
+            ax.set_title("Throughput, parallelism 1")
+            ax.tick_params(axis="x", rotation=30)
+        else:
+            sweep = report["batch_sweep"]
+            ax.plot([b["batch_size"] for b in sweep], [b["rps"] for b in sweep], marker="o")
+            ax.set_xscale("log", base=2)
+            ax.set_xlabel("batch size")
+            ax.set_ylabel("records/s")
+            ax.set_title("Micro-batch sweep (PMML)")
+    fig.tight_layout()
+    fig.savefig(target, dpi=110)
+    plt.close(fig)

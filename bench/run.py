@@ -1,0 +1,438 @@
+"""`make bench`: the scoring job measured against its baselines, side by side, in one run.
+
+Writes bench/results/latest.json (and a dated copy), latest.md (a table) and latest.png
+(a chart). Every case runs the real job on a local MiniCluster against a real Kafka
+broker; nothing here asserts, it reports. Throughput is timed from the first result to
+the last (`scoring_time_ms` of the results), so job start-up is excluded.
+
+    python -m bench.run [--records 200000] [--only throughput,swap,many_models,batch_sweep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import itertools
+import json
+import os
+import platform
+import subprocess
+import sys
+import threading
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+import numpy as np
+from kafka import KafkaConsumer, TopicPartition
+
+from infra import paths
+from infra.job_harness import RunningJob, ScoringSetup
+from infra.kafka_broker import KafkaBroker
+from infra.procs import free_port, port_is_open, wait_until
+from infra.topics import create_topics, produce
+from model_store import cli
+from model_store.repository import ModelRepository
+from model_store.server import ModelStoreServer
+from samples.build import build_all
+from scoring.pb import scoring_pb2 as pb
+from scoring.values import make_record
+
+RESULTS = paths.ROOT / "bench" / "results"
+DATA_TYPES = 8  # records are spread over this many data types, so parallelism 2 has work for both
+Event = pb.ModelEvent
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+# ---- helpers ---------------------------------------------------------------------------------
+def end_offset(bootstrap: str, topic: str) -> int:
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed")
+    try:
+        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
+        return sum(consumer.end_offsets(parts).values())
+    finally:
+        consumer.close()
+
+
+def read_all(bootstrap: str, topic: str, parse) -> list:
+    """Every committed message of a topic, parsed, with the time it was read."""
+    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                             isolation_level="read_committed", group_id=None,
+                             fetch_max_bytes=64 << 20, max_partition_fetch_bytes=16 << 20)
+    out, idle_since = [], time.monotonic()
+    try:
+        while time.monotonic() - idle_since < 3:
+            batch = consumer.poll(timeout_ms=500)
+            for records in batch.values():
+                out.extend(parse(r.value) for r in records)
+                idle_since = time.monotonic()
+    finally:
+        consumer.close()
+    return out
+
+
+def wait_for_results(setup: ScoringSetup, expected: int, job: RunningJob, timeout_s: float) -> float:
+    """Wait until the scores + dead-letter topics hold `expected` messages; seconds waited."""
+    started = time.monotonic()
+    topics = (setup.topics["scores"], setup.topics["dead-letters"])
+    while time.monotonic() - started < timeout_s:
+        job.assert_running()
+        if sum(end_offset(setup.bootstrap, t) for t in topics) >= expected:
+            break
+        time.sleep(1)
+    return time.monotonic() - started
+
+
+def produce_records(bootstrap: str, topic: str, rows: list[dict], n: int, data_types: list[str],
+                    prefix: str = "r") -> None:
+    def records():
+        for i, (row, data_type) in enumerate(zip(itertools.cycle(rows), itertools.cycle(data_types))):
+            if i == n:
+                return
+            yield make_record(f"{prefix}-{i}", data_type, row, int(time.time() * 1000)).SerializeToString()
+    produce(bootstrap, topic, records())
+
+
+def percentile(values, q: float) -> float:
+    return float(np.percentile(values, q)) if len(values) else float("nan")
+
+
+def peak_rss_mb(pgid: int) -> dict[str, float]:
+    """Peak RSS (VmHWM) of the job's JVM and the sum over its Python workers.
+
+    The job runs in a process group of its own; its leader is the driver, left out."""
+    peak = {"jvm": 0.0, "python_workers": 0.0}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == pgid:
+            continue
+        try:
+            if os.getpgid(int(proc.name)) != pgid:
+                continue
+            exe = os.readlink(proc / "exe")
+            status = (proc / "status").read_text()
+        except OSError:
+            continue
+        hwm = next((int(line.split()[1]) / 1024 for line in status.splitlines()
+                    if line.startswith("VmHWM")), 0.0)
+        if exe.endswith("java"):
+            peak["jvm"] = max(peak["jvm"], hwm)
+        elif "python" in os.path.basename(exe):
+            peak["python_workers"] += hwm
+    return peak
+
+
+# ---- the bench context ------------------------------------------------------------------------
+class Bench:
+    def __init__(self, stack: ExitStack, records: int) -> None:
+        self.records = records
+        self.workdir = paths.RUN / "bench" / time.strftime("%Y%m%d-%H%M%S")
+        self.samples = build_all(paths.RUN / "samples", ["wine-pmml", "wine-tf"])
+        self.rows = json.loads((self.samples["wine-pmml"] / "samples.json").read_text())["inputs"]
+        self.broker = KafkaBroker(self.workdir / "kafka", port=free_port())
+        self.broker.start()
+        stack.callback(self.broker.stop)
+        self.repo = ModelRepository(self.workdir / "store")
+        self.repo.root.mkdir(parents=True)
+        self.store = stack.enter_context(ModelStoreServer(self.repo.root))
+        self.remote_port = free_port()
+        self.remote = subprocess.Popen(
+            [sys.executable, "-m", "bench.remote_model", "--port", str(self.remote_port),
+             "--saved-model", str(self.samples["wine-tf"] / "saved_model")],
+            cwd=paths.ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        stack.callback(self.remote.kill)
+        wait_until(lambda: port_is_open(self.remote_port), 120, "remote model server",
+                   alive=lambda: self.remote.poll() is None)
+        self.case_no = 0
+        # One data topic for the throughput and batch cases, produced once (kafka-python
+        # produces ~8k records/s here); each job reads it with a consumer group of its own.
+        self.data_types = [f"wine-{k}" for k in range(DATA_TYPES)]
+        self.data_topic = "bench-data"
+        create_topics(self.broker.bootstrap_servers, [self.data_topic], partitions=2)
+        log(f"producing {records:,} records to {self.data_topic} ...")
+        produce_records(self.broker.bootstrap_servers, self.data_topic, self.rows, records, self.data_types)
+
+    def setup(self, shared_data: bool = True) -> ScoringSetup:
+        self.case_no += 1
+        workdir = self.workdir / f"case-{self.case_no}"
+        workdir.mkdir(parents=True)
+        setup = ScoringSetup(self.broker.bootstrap_servers, self.repo, self.store.base_url, workdir)
+        if shared_data:
+            setup.topics["data"] = self.data_topic
+        return setup
+
+    def publish(self, setup: ScoringSetup, kind: str, data_types: list[str]) -> None:
+        for data_type in data_types:
+            name = f"{kind}-{data_type}"
+            if kind == "remote":
+                spec = Path(setup.workdir / "remote.json")
+                spec.write_text(json.dumps({"url": f"http://127.0.0.1:{self.remote_port}/predict",
+                                            "inputs": list(self.rows[0])}))
+                d = pb.ModelDescriptor(name=name, data_type=data_type, model_type=99, version=1,
+                                       inline_bytes=spec.read_bytes(), publish_time_ms=int(time.time() * 1000))
+                cli.send_messages(setup.bootstrap, setup.topics["models"], [d])
+            elif kind == "tf":
+                setup.publish(name, data_type, "tensorflow", self.samples["wine-tf"] / "saved_model")
+            else:
+                setup.publish(name, data_type, "pmml", self.samples["wine-pmml"] / "model.pmml")
+
+    def run_job(self, setup: ScoringSetup, n: int, timeout_s: float, **job_args) -> tuple[list, dict]:
+        env = {**os.environ, "SCORING_EXTRA_BACKENDS": "99=bench.remote_model:RemoteHttpBackend"}
+        args = setup.job_args(delivery="at-least-once", max_held_records=10**7, **job_args)
+        with RunningJob(args, setup.workdir / "job.log", env=env) as job:
+            waited = wait_for_results(setup, n, job, timeout_s)
+            rss = peak_rss_mb(job.proc.pid)
+        results = read_all(setup.bootstrap, setup.topics["scores"], pb.ScoringResult.FromString)
+        events = read_all(setup.bootstrap, setup.topics["model-events"], pb.ModelEvent.FromString)
+        return results, {"waited_s": waited, "rss_mb": rss, "events": events}
+
+
+def throughput(results: list[pb.ScoringResult], events: list[pb.ModelEvent]) -> float:
+    """Records/s from the moment every data type's model serves to the last result.
+
+    Records that arrive while the models load are held in state; the window starts once
+    the last model is AVAILABLE, so start-up and model loading are excluded."""
+    available = [e.time_ms for e in events if e.state == Event.AVAILABLE]
+    start = max(available) if available else min(r.scoring_time_ms for r in results)
+    times = [r.scoring_time_ms for r in results if r.scoring_time_ms >= start]
+    span = (max(times) - start) / 1000 if times else 0
+    return len(times) / span if span > 0 else float("nan")
+
+
+# ---- cases ---------------------------------------------------------------------------------------
+def raw_library(bench: Bench, n: int = 100_000, batch: int = 256) -> dict[str, float]:
+    """The same models in-process, in batches, with no Flink: the library limit."""
+    from model_store.repository import pack_saved_model
+    from scoring.backends.registry import backend_for
+
+    out = {}
+    packed = bench.workdir / "wine-tf.tar.gz"
+    pack_saved_model(bench.samples["wine-tf"] / "saved_model", packed)
+    for key, model_type, artifact in [("raw_pmml_rps", pb.PMML, bench.samples["wine-pmml"] / "model.pmml"),
+                                      ("raw_tf_rps", pb.TENSORFLOW_SAVED_MODEL, packed)]:
+        model = backend_for(model_type).load(artifact)
+        rows = list(itertools.islice(itertools.cycle(bench.rows), batch))
+        for _ in range(5):  # JIT / graph warm-up
+            model.predict([model.prepare(r) for r in rows])
+        started, done = time.perf_counter(), 0
+        while done < n:
+            model.predict([model.prepare(r) for r in rows])
+            done += batch
+        out[key] = done / (time.perf_counter() - started)
+        model.release()
+        log(f"raw {key}: {out[key]:,.0f} records/s")
+    return out
+
+
+def throughput_case(bench: Bench, kind: str, parallelism: int, n: int) -> dict:
+    setup = bench.setup()
+    bench.publish(setup, "pmml" if kind == "passthrough" else kind, bench.data_types)
+    results, info = bench.run_job(setup, n, timeout_s=900, parallelism=parallelism, batch_size=256,
+                                  passthrough=str(kind == "passthrough").lower())
+    rps = throughput(results, info["events"])
+    log(f"{kind} p={parallelism}: {len(results)} of {n} scored, {rps:,.0f} records/s")
+    return {"rps": rps, "records": n, "scored": len(results), "parallelism": parallelism}
+
+
+def batch_sweep(bench: Bench, n: int) -> list[dict]:
+    rows = []
+    for size in (1, 8, 64, 256):
+        setup = bench.setup()
+        bench.publish(setup, "pmml", bench.data_types)
+        results, info = bench.run_job(setup, n, timeout_s=600, batch_size=size)
+        stats = [e for e in info["events"] if e.state == Event.STATS]
+        mean_ms = stats[-1].stats["mean_ms"] if stats else float("nan")
+        rows.append({"batch_size": size, "rps": throughput(results, info["events"]), "batch_mean_ms": mean_ms,
+                     "ms_per_record_in_batch": mean_ms / size})
+        log(f"batch {size}: {rows[-1]['rps']:,.0f} records/s, {mean_ms:.2f} ms per model call")
+    return rows
+
+
+def swap_case(bench: Bench, publishes: int = 10, rate: int = 500, gap_s: float = 6) -> dict:
+    """A steady stream; `publishes` new versions alternating PMML and TensorFlow."""
+    setup = bench.setup(shared_data=False)
+    bench.publish(setup, "pmml", ["swap"])
+    stop, sent = threading.Event(), []
+
+    def stream():
+        for n in itertools.count():
+            if stop.is_set():
+                return
+            ids = setup.send_records("swap", bench.rows[: rate // 10], prefix=f"s{n}")
+            sent.extend(ids)
+            time.sleep(0.1)
+
+    env = {**os.environ}
+    publish_times: dict[int, float] = {}
+    with RunningJob(setup.job_args(delivery="at-least-once", batch_size=64, batch_max_wait_ms=20),
+                    setup.workdir / "job.log", env=env) as job:
+        consumer = KafkaConsumer(setup.topics["scores"], bootstrap_servers=setup.bootstrap,
+                                 auto_offset_reset="earliest", group_id=None)
+        received: list[tuple[float, pb.ScoringResult]] = []
+        reader_stop = threading.Event()
+
+        def read():
+            while not reader_stop.is_set():
+                for records in consumer.poll(timeout_ms=200).values():
+                    now = time.time()
+                    received.extend((now, pb.ScoringResult.FromString(r.value)) for r in records)
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        producer = threading.Thread(target=stream)
+        producer.start()
+        try:
+            setup.wait_for_event(Event.AVAILABLE, "swap", 1, timeout_s=180)
+            time.sleep(gap_s)
+            for k in range(publishes):
+                kind, path = (("tensorflow", bench.samples["wine-tf"] / "saved_model") if k % 2 == 0
+                              else ("pmml", bench.samples["wine-pmml"] / "model.pmml"))
+                publish_times[k + 2] = time.time()
+                setup.publish("pmml-swap", "swap", kind, path)
+                time.sleep(gap_s)
+                job.assert_running()
+        finally:
+            stop.set()
+            producer.join()
+            time.sleep(5)
+            reader_stop.set()
+            reader.join()
+            consumer.close()
+    first_seen = {}
+    for at, r in received:
+        first_seen.setdefault(r.model_version, at)
+    to_first = [first_seen[v] - t for v, t in publish_times.items() if v in first_seen]
+    latency = [(at, at * 1000 - r.event_time_ms) for at, r in received]
+    near = [ms for at, ms in latency if any(abs(at - (t + d)) <= 2.5 for t, d in
+                                            ((publish_times[v], to_first[i]) for i, v in
+                                             enumerate(v for v in publish_times if v in first_seen)))]
+    steady = [ms for at, ms in latency if all(abs(at - t) > 5 for t in publish_times.values())]
+    ids = [r.record_id for _, r in received]
+    result = {
+        "publishes": publishes, "rate_per_s": rate, "versions_seen": len(first_seen),
+        "publish_to_first_p50_s": percentile(to_first, 50), "publish_to_first_p95_s": percentile(to_first, 95),
+        "latency_steady_p50_ms": percentile(steady, 50), "latency_steady_p99_ms": percentile(steady, 99),
+        "latency_swap_p50_ms": percentile(near, 50), "latency_swap_p99_ms": percentile(near, 99),
+        "lost": len(set(sent) - set(ids)), "duplicated": len(ids) - len(set(ids)),
+    }
+    result["latency_p99_ratio"] = result["latency_swap_p99_ms"] / result["latency_steady_p99_ms"]
+    log(f"swap: publish->first p50 {result['publish_to_first_p50_s']:.2f}s p95 "
+        f"{result['publish_to_first_p95_s']:.2f}s; p99 latency around swaps / steady "
+        f"{result['latency_p99_ratio']:.2f}; lost {result['lost']}, duplicated {result['duplicated']}")
+    return result
+
+
+def small_pmml(k: int) -> str:
+    """A small linear regression PMML, different coefficients per model."""
+    fields = ["alcohol", "malic_acid", "ash"]
+    coefficients = "".join(f'<NumericPredictor name="{f}" coefficient="{(k % 7 + 1) * 0.1 * (i + 1):.3f}"/>'
+                           for i, f in enumerate(fields))
+    data_fields = "".join(f'<DataField name="{f}" optype="continuous" dataType="double"/>' for f in fields)
+    mining = "".join(f'<MiningField name="{f}"/>' for f in fields)
+    return (f'<?xml version="1.0"?><PMML xmlns="http://www.dmg.org/PMML-4_4" version="4.4">'
+            f'<Header description="bench model {k}"/><DataDictionary>{data_fields}'
+            f'<DataField name="y" optype="continuous" dataType="double"/></DataDictionary>'
+            f'<RegressionModel functionName="regression"><MiningSchema>{mining}'
+            f'<MiningField name="y" usageType="target"/></MiningSchema>'
+            f'<RegressionTable intercept="{k * 0.01:.2f}">{coefficients}</RegressionTable>'
+            f'</RegressionModel></PMML>')
+
+
+def many_models(bench: Bench, models: int, n: int) -> dict:
+    setup = bench.setup(shared_data=False)
+    data_types = [f"t{k}" for k in range(models)]
+    descriptors = []
+    for k, data_type in enumerate(data_types):
+        body = small_pmml(k).encode()
+        descriptors.append(pb.ModelDescriptor(
+            name=f"m{k}", data_type=data_type, model_type=pb.PMML, version=1, inline_bytes=body,
+            publish_time_ms=int(time.time() * 1000)))
+    cli.send_messages(setup.bootstrap, setup.topics["models"], descriptors)
+    rows = [{k: r[k] for k in ("alcohol", "malic_acid", "ash")} for r in bench.rows]
+    # One record per data type first, so every model is loaded before the timed records.
+    produce_records(setup.bootstrap, setup.topics["data"], rows, models, data_types, prefix="warm")
+    env = {**os.environ}
+    args = setup.job_args(delivery="at-least-once", batch_size=64, model_cache_size=models + 100)
+    with RunningJob(args, setup.workdir / "job.log", env=env) as job:
+        wait_for_results(setup, models, job, timeout_s=600)
+        log(f"many models: all {models} serving; sending {n:,} records round-robin ...")
+        sent_at = time.time()
+        produce_records(setup.bootstrap, setup.topics["data"], rows, n, data_types, prefix="timed")
+        producer_rps = n / (time.time() - sent_at)
+        wait_for_results(setup, models + n, job, timeout_s=900)
+        rss = peak_rss_mb(job.proc.pid)
+    results = [r for r in read_all(setup.bootstrap, setup.topics["scores"], pb.ScoringResult.FromString)
+               if r.record_id.startswith("timed-")]
+    events = read_all(setup.bootstrap, setup.topics["model-events"], pb.ModelEvent.FromString)
+    info = {"events": events, "rss_mb": rss}
+    times = [r.scoring_time_ms for r in results]
+    rps = len(times) / ((max(times) - min(times)) / 1000) if len(times) > 1 else float("nan")
+    ready = [e for e in info["events"] if e.state == Event.READY]
+    load_ms = [e.fetch_ms + e.load_ms + e.warm_up_ms for e in ready]
+    out = {"models": models, "records": n, "scored": len(results), "rps": rps, "producer_rps": producer_rps,
+           "peak_rss_mb": info["rss_mb"]["jvm"] + info["rss_mb"]["python_workers"],
+           "peak_rss_jvm_mb": info["rss_mb"]["jvm"], "peak_rss_python_mb": info["rss_mb"]["python_workers"],
+           "load_ms_p50": percentile(load_ms, 50), "load_ms_p95": percentile(load_ms, 95),
+           "load_ms_max": max(load_ms) if load_ms else float("nan"), "models_loaded": len(ready)}
+    log(f"many models: {out['models_loaded']} loaded, {out['rps']:,.0f} records/s, "
+        f"peak RSS {out['peak_rss_mb']:,.0f} MB, load p50 {out['load_ms_p50']:.0f} ms")
+    return out
+
+
+# ---- report ---------------------------------------------------------------------------------------
+def git_commit() -> str:
+    done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=paths.ROOT, capture_output=True, text=True)
+    return done.stdout.strip()
+
+
+def machine() -> dict:
+    return {"cores": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
+            "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)}
+
+
+def write_report(report: dict) -> None:
+    from bench.report import chart, markdown
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(report, indent=1, default=float)
+    (RESULTS / "latest.json").write_text(text)
+    (RESULTS / f"{dt.date.today().isoformat()}.json").write_text(text)
+    (RESULTS / "latest.md").write_text(markdown(report))
+    chart(report, RESULTS / "latest.png")
+    print(markdown(report))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--records", type=int, default=200_000)
+    p.add_argument("--only", default="throughput,swap,many_models,batch_sweep")
+    p.add_argument("--models", type=int, default=1000)
+    args = p.parse_args(argv)
+    only = set(args.only.split(","))
+    report: dict = {"machine": machine(), "git_commit": git_commit(), "date": dt.datetime.now().isoformat(),
+                    "records": args.records}
+    started = time.monotonic()
+    with ExitStack() as stack:
+        bench = Bench(stack, args.records)
+        if "throughput" in only:
+            t = report["throughput"] = raw_library(bench)
+            for kind in ("passthrough", "pmml", "tf"):
+                t[f"{kind}_rps"] = throughput_case(bench, kind, 1, args.records)["rps"]
+            t["remote_http_rps"] = throughput_case(bench, "remote", 1, max(args.records // 10, 1000))["rps"]
+            for kind in ("passthrough", "pmml", "tf"):
+                t[f"{kind}_p2_rps"] = throughput_case(bench, kind, 2, args.records)["rps"]
+        if "swap" in only:
+            report["swap"] = swap_case(bench)
+        if "many_models" in only:
+            report["many_models"] = many_models(bench, args.models, max(args.records // 4, 1000))
+        if "batch_sweep" in only:
+            report["batch_sweep"] = batch_sweep(bench, max(args.records // 4, 1000))
+    report["duration_s"] = time.monotonic() - started
+    write_report(report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
