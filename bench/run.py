@@ -16,6 +16,7 @@ import itertools
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import threading
@@ -308,7 +309,11 @@ def swap_case(bench: Bench, publishes: int = 10, rate: int = 500, gap_s: float =
     near = [ms for at, ms in latency if any(abs(at - (t + d)) <= 2.5 for t, d in
                                             ((publish_times[v], to_first[i]) for i, v in
                                              enumerate(v for v in publish_times if v in first_seen)))]
-    steady = [ms for at, ms in latency if all(abs(at - t) > 5 for t in publish_times.values())]
+    # Steady state: after the first model served for 10 s (the start-up backlog has drained),
+    # and more than 5 s away from any publish.
+    settled = first_seen.get(1, 0) + 10
+    steady = [ms for at, ms in latency
+              if at > settled and all(abs(at - t) > 5 for t in publish_times.values())]
     ids = [r.record_id for _, r in received]
     result = {
         "publishes": publishes, "rate_per_s": rate, "versions_seen": len(first_seen),
@@ -401,10 +406,10 @@ def write_report(report: dict) -> None:
     (RESULTS / f"{dt.date.today().isoformat()}.json").write_text(text)
     (RESULTS / "latest.md").write_text(markdown(report))
     chart(report, RESULTS / "latest.png")
-    print(markdown(report))
 
 
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the clean-ups on `kill` too
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--records", type=int, default=200_000)
     p.add_argument("--only", default="throughput,swap,many_models,batch_sweep")
@@ -423,10 +428,13 @@ def main(argv: list[str] | None = None) -> int:
             t["remote_http_rps"] = throughput_case(bench, "remote", 1, max(args.records // 10, 1000))["rps"]
             for kind in ("passthrough", "pmml", "tf"):
                 t[f"{kind}_p2_rps"] = throughput_case(bench, kind, 2, args.records)["rps"]
+            write_report(report)  # after each section, so a cut-short run still reports
         if "swap" in only:
             report["swap"] = swap_case(bench)
+            write_report(report)
         if "many_models" in only:
             report["many_models"] = many_models(bench, args.models, max(args.records // 4, 1000))
+            write_report(report)
         if "batch_sweep" in only:
             report["batch_sweep"] = batch_sweep(bench, max(args.records // 4, 1000))
     report["duration_s"] = time.monotonic() - started

@@ -12,6 +12,7 @@ import collections
 import itertools
 import json
 import re
+import signal
 import sys
 import threading
 import time
@@ -198,6 +199,7 @@ def run() -> bool:
 
 
 def main() -> int:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the clean-ups on `kill` too
     try:
         ok = run()
     except (RuntimeError, TimeoutError, OSError) as err:
