@@ -265,10 +265,9 @@ def swap_case(bench: Bench, publishes: int = 10, rate: int = 500, gap_s: float =
             sent.extend(ids)
             time.sleep(0.1)
 
-    env = {**os.environ}
     publish_times: dict[int, float] = {}
     with RunningJob(setup.job_args(delivery="at-least-once", batch_size=64, batch_max_wait_ms=20),
-                    setup.workdir / "job.log", env=env) as job:
+                    setup.workdir / "job.log") as job:
         consumer = KafkaConsumer(setup.topics["scores"], bootstrap_servers=setup.bootstrap,
                                  auto_offset_reset="earliest", group_id=None)
         received: list[tuple[float, pb.ScoringResult]] = []
@@ -358,9 +357,8 @@ def many_models(bench: Bench, models: int, n: int) -> dict:
     rows = [{k: r[k] for k in ("alcohol", "malic_acid", "ash")} for r in bench.rows]
     # One record per data type first, so every model is loaded before the timed records.
     produce_records(setup.bootstrap, setup.topics["data"], rows, models, data_types, prefix="warm")
-    env = {**os.environ}
     args = setup.job_args(delivery="at-least-once", batch_size=64, model_cache_size=models + 100)
-    with RunningJob(args, setup.workdir / "job.log", env=env) as job:
+    with RunningJob(args, setup.workdir / "job.log") as job:
         wait_for_results(setup, models, job, timeout_s=600)
         log(f"many models: all {models} serving; sending {n:,} records round-robin ...")
         sent_at = time.time()

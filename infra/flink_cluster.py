@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import urllib.error
@@ -102,6 +103,23 @@ def flink_run(args: list[str], **kwargs) -> subprocess.CompletedProcess:
     """`flink run ...` against the standalone cluster, with our conf and connector jar."""
     cmd = [_bin("flink"), "run", *args]
     return subprocess.run(cmd, env=flink_env(), **kwargs)
+
+
+def submit_scoring_job(job_args: list[str]) -> str:
+    """`flink run -d` the scoring job with the connector jar; returns the job id."""
+    done = flink_run(["-d", "-py", str(paths.ROOT / "jobs" / "scoring_job.py"),
+                      "-j", str(paths.kafka_connector_jar()), *job_args],
+                     capture_output=True, text=True, timeout=300)
+    found = re.search(r"JobID ([0-9a-f]{32})", done.stdout)
+    if done.returncode != 0 or not found:
+        raise RuntimeError(f"flink run failed:\n{(done.stdout + done.stderr)[-4000:]}")
+    return found.group(1)
+
+
+def cancel_job(job_id: str) -> None:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{REST_PORT}/jobs/{job_id}?mode=cancel", method="PATCH")
+    urllib.request.urlopen(request, timeout=10).close()
 
 
 def main(argv: list[str] | None = None) -> int:

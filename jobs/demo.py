@@ -11,12 +11,10 @@ from __future__ import annotations
 import collections
 import itertools
 import json
-import re
 import signal
 import sys
 import threading
 import time
-import urllib.request
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -104,24 +102,13 @@ def stream_records(bootstrap: str, topic: str, rows: list[dict], sent: list[str]
 
 
 def submit_job(bootstrap: str, store_url: str, topics: TopicNames, run_dir: Path) -> str:
-    done = flink_cluster.flink_run([
-        "-d", "-py", str(paths.ROOT / "jobs" / "scoring_job.py"), "-j", str(paths.kafka_connector_jar()),
+    return flink_cluster.submit_scoring_job([
         "--bootstrap-servers", bootstrap, "--store-allow-list", store_url + "/",
         "--checkpoint-interval-ms", "1000", "--stats-interval-ms", "5000", "--job-name", "scoring demo",
         "--model-cache-dir", str(run_dir / "model-cache"),
         "--data-topic", topics.data, "--models-topic", topics.models, "--scores-topic", topics.scores,
         "--dead-letters-topic", topics.dead_letters, "--model-events-topic", topics.model_events,
-    ], capture_output=True, text=True, timeout=300)
-    found = re.search(r"JobID ([0-9a-f]{32})", done.stdout)
-    if done.returncode != 0 or not found:
-        raise RuntimeError(f"flink run failed:\n{(done.stdout + done.stderr)[-4000:]}")
-    return found.group(1)
-
-
-def cancel_job(job_id: str) -> None:
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{flink_cluster.REST_PORT}/jobs/{job_id}?mode=cancel", method="PATCH")
-    urllib.request.urlopen(request, timeout=10).close()
+    ])
 
 
 def summary(watcher: Watcher, sent: list[str]) -> bool:
@@ -165,7 +152,7 @@ def run() -> bool:
         if flink_cluster.start():
             stack.callback(lambda: (flink_cluster.stop(), say("Flink cluster stopped")))
         job_id = submit_job(bootstrap, store.base_url, topics, run_dir)
-        stack.callback(lambda: cancel_job(job_id))
+        stack.callback(lambda: flink_cluster.cancel_job(job_id))
         say(f"scoring job submitted: {job_id} (web UI http://127.0.0.1:{flink_cluster.REST_PORT})")
 
         watcher = Watcher(bootstrap, topics)

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import itertools
-import re
 import threading
 import time
-import urllib.request
 
 import numpy as np
 import pytest
 
-from infra import flink_cluster, paths
+from infra import flink_cluster
 from infra.job_harness import RunningJob, ScoringSetup, describe, latest_checkpoint
 from model_store import cli
 from model_store.repository import ModelRepository
@@ -209,11 +207,7 @@ def test_flink_run_on_the_standalone_cluster_with_parallelism_2(kafka, store, sa
     setup = ScoringSetup(kafka.bootstrap_servers, repo, server.base_url, tmp_path)
     args = setup.job_args(parallelism=2, job_name="scoring-test-" + setup.topics["data"])
     args = [a for a in args if not a.startswith("file:") and a != "--checkpoint-dir"]
-    done = flink_cluster.flink_run(
-        ["-d", "-py", str(paths.ROOT / "jobs" / "scoring_job.py"), "-j", str(paths.kafka_connector_jar()), *args],
-        capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, (done.stdout + done.stderr)[-5000:]
-    job_id = re.search(r"JobID ([0-9a-f]{32})", done.stdout).group(1)
+    job_id = flink_cluster.submit_scoring_job(args)
     try:
         setup.publish("cluster-wine", "cluster-a", "pmml", samples["wine-pmml"] / "model.pmml")
         setup.publish("cluster-digits", "cluster-b", "tensorflow", samples["digits-tf"] / "saved_model")
@@ -225,6 +219,4 @@ def test_flink_run_on_the_standalone_cluster_with_parallelism_2(kafka, store, sa
             ("cluster-a", "cluster-wine"), ("cluster-b", "cluster-digits")}
         assert flink_cluster.rest(f"/jobs/{job_id}")["state"] == "RUNNING"
     finally:
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{flink_cluster.REST_PORT}/jobs/{job_id}?mode=cancel", method="PATCH")
-        urllib.request.urlopen(request, timeout=10).close()
+        flink_cluster.cancel_job(job_id)
