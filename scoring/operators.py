@@ -55,7 +55,7 @@ Event = pb.ModelEvent
 @dataclass(frozen=True)
 class ScoringOptions:
     batch_size: int = 64
-    batch_max_wait_ms: int = 50
+    batch_max_wait_ms: int = 100  # one PyFlink bundle (--bundle-time-ms): results wait that long anyway
     store_allow_list: tuple[str, ...] = ("http://127.0.0.1:8765/",)
     model_cache_dir: str = "/tmp/flink-scoring-models"
     model_cache_size: int = 256
@@ -125,6 +125,7 @@ class KeyModels:
     current: pb.ModelDescriptor | None = None
     next: pb.ModelDescriptor | None = None
     failed_id: str = ""
+    held: int = 0  # records in the key's buffer (a ListState): counted here, not in state
     last_stats_ms: int = field(default_factory=messages.now_ms)
 
 
@@ -140,7 +141,6 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
         self.next_state = runtime_context.get_state(ValueStateDescriptor("next-model", BYTES))
         self.failed_state = runtime_context.get_state(ValueStateDescriptor("failed-model", Types.STRING()))
         self.buffer = runtime_context.get_list_state(ListStateDescriptor("buffered-records", BYTES))
-        self.buffered = runtime_context.get_state(ValueStateDescriptor("buffered-count", Types.INT()))
         fetcher = ArtifactFetcher(
             Path(o.model_cache_dir),
             FetchPolicy.parse(o.store_allow_list, max_bytes=o.max_artifact_bytes),
@@ -211,19 +211,16 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
         km = self._key_models(data_type)
         yield from self._advance(data_type, km)
         servable = self._servable(km)
-        held = self.buffered.value() or 0
         if servable is None:
-            yield from self._hold(raw, held, km, ctx)
+            yield from self._hold(raw, km, ctx)
             return
         self.buffer.add(raw)
-        held += 1
-        if held >= self.options.batch_size:
+        km.held += 1
+        if km.held >= self.options.batch_size:
             yield from self._flush(servable, data_type, km)
-        else:
-            self.buffered.update(held)
-            if held == 1:
-                ctx.timer_service().register_processing_time_timer(
-                    ctx.timer_service().current_processing_time() + self.options.batch_max_wait_ms)
+        elif km.held == 1:
+            ctx.timer_service().register_processing_time_timer(
+                ctx.timer_service().current_processing_time() + self.options.batch_max_wait_ms)
 
     def on_timer(self, timestamp: int, ctx):
         data_type = ctx.get_current_key()
@@ -232,7 +229,7 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
         yield from self._collect_loads()
         km = self._key_models(data_type)
         yield from self._advance(data_type, km)
-        if not self.buffered.value():
+        if not km.held:
             return
         servable = self._servable(km)
         if servable is not None:
@@ -240,7 +237,7 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
         else:
             self._poll_again(ctx)
 
-    def _hold(self, raw: bytes, held: int, km: KeyModels, ctx):
+    def _hold(self, raw: bytes, km: KeyModels, ctx):
         """No model is ready for this key: keep the record (bounded) or dead-letter it."""
         never_had_one = km.current is None and km.next is None
         if never_had_one and self.options.no_model_policy == "dead-letter":
@@ -248,15 +245,15 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
                 raw, "no-model", "no model has been published for this data type",
                 pb.DataRecord.FromString(raw))
             return
-        if held >= self.options.max_held_records:
+        if km.held >= self.options.max_held_records:
             yield DEAD_LETTERS, messages.dead_letter(
                 raw, "no-model",
-                f"no model is ready for this data type and {held} records are already held "
+                f"no model is ready for this data type and {km.held} records are already held "
                 "(--max-held-records)", pb.DataRecord.FromString(raw))
             return
         self.buffer.add(raw)
-        self.buffered.update(held + 1)
-        if held == 0:
+        km.held += 1
+        if km.held == 1:
             self._poll_again(ctx)
 
     def _poll_again(self, ctx) -> None:
@@ -266,12 +263,13 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
     # ---- the lifecycle of one key's models ---------------------------------------------
     def _key_models(self, data_type: str) -> KeyModels:
         km = self.keys.get(data_type)
-        if km is None:  # first record of this key in this process: read keyed state
+        if km is None:  # first record or timer of this key in this process: read keyed state
             current, nxt = self.current_state.value(), self.next_state.value()
             km = KeyModels(
                 current=pb.ModelDescriptor.FromString(current) if current else None,
                 next=pb.ModelDescriptor.FromString(nxt) if nxt else None,
                 failed_id=self.failed_state.value() or "",
+                held=sum(1 for _ in self.buffer.get() or ()),  # restored from a checkpoint
             )
             self.keys[data_type] = km
         return km
@@ -323,7 +321,7 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
     def _flush(self, servable: Servable, data_type: str, km: KeyModels):
         raws = list(self.buffer.get())
         self.buffer.clear()
-        self.buffered.clear()
+        km.held = 0
         records, inputs = [], []
         for raw in raws:
             record = pb.DataRecord.FromString(raw)

@@ -1,7 +1,10 @@
 """PMML models through pypmml, on its JPype gateway (an in-process JVM).
 
-pypmml's default Py4J gateway costs about 1 ms per call; JPype about 27 us. Batches go
-through pypmml's DataFrame path, one JVM call per batch.
+pypmml's default Py4J gateway costs about 1 ms per call; JPype about 27 us. Records go
+to pmml4s one JVM call each, as arrays in the model's input order: pypmml's DataFrame path
+spends ~8 ms per call in pandas and JSON, which the job's small micro-batches cannot
+amortise (measured: 1.45 ms/record in batches of 6, 0.39 ms in batches of 256, against
+0.12 ms/record for the direct call on the wine gradient-boosting model).
 """
 
 from __future__ import annotations
@@ -11,7 +14,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 from lxml import etree
 
 from scoring.backends.base import InputField, Kind, LoadedModel, ModelBackend, Outputs
@@ -24,6 +26,8 @@ PMML_KINDS: dict[str, Kind] = {
     "integer": "int",
     "string": "string",
 }
+OUTPUT_TYPES: dict[str, type] = {"double": float, "float": float, "real": float, "integer": int,
+                                 "string": str, "boolean": bool}
 _context_lock = threading.Lock()
 
 
@@ -69,13 +73,20 @@ class PmmlModel(LoadedModel):
                 )
             self.input_fields[field.name] = InputField(field.name, kind)
         self._categories = {f.name: list(f.valuesAsString or []) for f in model.inputFields}
+        self._outputs = [(str(f.name), OUTPUT_TYPES.get(str(f.dataType).lower(), str))
+                         for f in model.outputFields]
+        from jpype import JArray, JObject
+
+        self._java_row = JArray(JObject)
 
     def predict(self, batch: Sequence[dict[str, Any]]) -> list[Outputs]:
-        if len(batch) == 1:
-            return [_to_python(dict(self._model.predict(dict(batch[0]))))]
-        frame = pd.DataFrame(list(batch), columns=self._input_names)
-        result = self._model.predict(frame)
-        return [_to_python(row) for row in result.to_dict(orient="records")]
+        java_model, names, row = self._model._java_model, self._input_names, self._java_row
+        return [self._convert(java_model.predict(row([r[n] for n in names]))) for r in batch]
+
+    def _convert(self, values) -> Outputs:
+        """pmml4s answers an Object[] in output-field order; a missing output is NaN."""
+        return {name: float("nan") if v is None else kind(v)
+                for (name, kind), v in zip(self._outputs, values, strict=True)}
 
     def warm_up_inputs(self) -> list[dict[str, Any]]:
         row: dict[str, Any] = {}
@@ -89,30 +100,6 @@ class PmmlModel(LoadedModel):
 
     def release(self) -> None:
         self._model = None
-
-
-def _to_python(outputs: dict) -> Outputs:
-    """JPype hands back Java objects; results must be plain Python values."""
-    converted = {}
-    for name, value in outputs.items():
-        name = str(name)
-        if hasattr(value, "item"):  # numpy scalar
-            value = value.item()
-        if isinstance(value, bool | int | float | str | bytes) or value is None:
-            converted[name] = value
-        elif _is_java_number(value):
-            converted[name] = float(value) if "." in str(value) or "E" in str(value) else int(value)
-        else:
-            converted[name] = str(value)
-    return {k: (float("nan") if v is None else v) for k, v in converted.items()}
-
-
-def _is_java_number(value: Any) -> bool:
-    try:
-        float(str(value))
-        return True
-    except ValueError:
-        return False
 
 
 class PmmlBackend(ModelBackend):
