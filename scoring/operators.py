@@ -126,6 +126,7 @@ class KeyModels:
     next: pb.ModelDescriptor | None = None
     failed_id: str = ""
     held: int = 0  # records in the key's buffer (a ListState): counted here, not in state
+    last_record_s: float = 0.0  # time.monotonic() of the key's last record
     last_stats_ms: int = field(default_factory=messages.now_ms)
 
 
@@ -214,6 +215,9 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
         if servable is None:
             yield from self._hold(raw, km, ctx)
             return
+        if self._sparse(km):
+            yield from self._score(servable, data_type, km, [raw])
+            return
         self.buffer.add(raw)
         km.held += 1
         if km.held >= self.options.batch_size:
@@ -221,6 +225,13 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
         elif km.held == 1:
             ctx.timer_service().register_processing_time_timer(
                 ctx.timer_service().current_processing_time() + self.options.batch_max_wait_ms)
+
+    def _sparse(self, km: KeyModels) -> bool:
+        """A record after a quiet spell longer than the batch wait is scored at once: waiting
+        would add latency and a timer without filling a batch (1,000 data types round-robin)."""
+        now, last = time.monotonic(), km.last_record_s
+        km.last_record_s = now
+        return km.held == 0 and now - last > self.options.batch_max_wait_ms / 1000
 
     def on_timer(self, timestamp: int, ctx):
         data_type = ctx.get_current_key()
@@ -322,6 +333,9 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
         raws = list(self.buffer.get())
         self.buffer.clear()
         km.held = 0
+        yield from self._score(servable, data_type, km, raws)
+
+    def _score(self, servable: Servable, data_type: str, km: KeyModels, raws: list[bytes]):
         records, inputs = [], []
         for raw in raws:
             record = pb.DataRecord.FromString(raw)
