@@ -21,9 +21,15 @@ def _fmt(value: float) -> str:
     return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.2f}"
 
 
+def _load(report: dict) -> str:
+    load = report["machine"].get("load_avg_1m")
+    return f"median {load['median']:.1f}, max {load['max']:.1f}" if load else "not recorded"
+
+
 def markdown(report: dict) -> str:
     out = [f"# Benchmark results\n\ncommit `{report['git_commit'][:10]}`, {report['date'][:19]}, "
-           f"{report['machine']['cores']} cores, {report['machine']['memory_gb']} GB\n"]
+           f"{report['machine']['cores']} cores, {report['machine']['memory_gb']} GB, "
+           f"1-minute load average during the run: {_load(report)}\n"]
     t = report.get("throughput")
     if t:
         out += ["## Throughput (records/s, timed first result to last)\n",

@@ -45,8 +45,12 @@ DATA_TYPES = 8  # records are spread over this many data types, so parallelism 2
 Event = pb.ModelEvent
 
 
+LOAD_SAMPLES: list[float] = []  # 1-minute load averages seen during the run: the machine is shared
+
+
 def log(message: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+    LOAD_SAMPLES.append(os.getloadavg()[0])
+    print(f"[bench {time.strftime('%H:%M:%S')} load {LOAD_SAMPLES[-1]:.1f}] {message}", flush=True)
 
 
 # ---- helpers ---------------------------------------------------------------------------------
@@ -406,6 +410,9 @@ def machine() -> dict:
 
 def write_report(report: dict) -> None:
     from bench.report import chart, markdown
+
+    report["machine"]["load_avg_1m"] = {"median": float(np.median(LOAD_SAMPLES or [0])),
+                                        "max": max(LOAD_SAMPLES or [0])}
 
     RESULTS.mkdir(parents=True, exist_ok=True)
     text = json.dumps(report, indent=1, default=float)
