@@ -10,7 +10,7 @@ PIP := $(PY) -m pip
 REQS := requirements/requirements.in
 CONSTRAINTS := requirements/constraints.txt
 
-.PHONY: setup venv jars protos flink-conf lock test lint demo models job submit status bench \
+.PHONY: setup venv jars protos flink-conf lock test lint demo models job submit status bench faults \
         kafka-up kafka-down cluster-up cluster-down store-up store-down down
 
 setup: venv jars protos flink-conf
@@ -69,6 +69,12 @@ submit: setup
 # Benchmarks: writes bench/results/latest.{json,md,png}. About 26 minutes on 2 cores.
 bench: setup
 	$(PY) -m bench.run $(ARGS)
+
+# Faults and bad input against the job on the standalone cluster: kill -9 of the TaskManager
+# and of its Python workers, a broker restart, model store failures, bad records, bad models.
+# Writes reports/faults.json and prints it as a table; fails if a record was lost.
+faults: setup
+	$(PY) -m faults.run $(ARGS)
 
 status: setup
 	$(VENV)/bin/model-store status

@@ -69,6 +69,43 @@ def taskmanagers_registered() -> int:
         return 0
 
 
+def taskmanager_ids() -> set[str]:
+    """The TaskManagers the JobManager knows, dead ones too until their heartbeat times out."""
+    return {tm["id"] for tm in rest("/taskmanagers")["taskmanagers"]}
+
+
+def taskmanager_pids() -> list[int]:
+    """Live TaskManager processes of this cluster, from the pid file `taskmanager.sh` keeps."""
+    pids = []
+    for pid_file in (paths.RUN / "flink").glob("flink-*-taskexecutor.pid"):
+        for line in pid_file.read_text().split():
+            cmdline = Path(f"/proc/{line}/cmdline")
+            if line.isdigit() and cmdline.exists() and b"TaskManagerRunner" in cmdline.read_bytes():
+                pids.append(int(line))
+    return pids
+
+
+def forget_dead_taskmanagers() -> None:
+    """Drop pids of killed TaskManagers from the pid file, so `stop` stops the live ones."""
+    live = {str(p) for p in taskmanager_pids()}
+    for pid_file in (paths.RUN / "flink").glob("flink-*-taskexecutor.pid"):
+        kept = [line for line in pid_file.read_text().split() if line in live]
+        if kept:
+            pid_file.write_text("".join(f"{line}\n" for line in kept))
+        else:
+            pid_file.unlink()
+
+
+def start_taskmanager() -> None:
+    """One more TaskManager for the running cluster (`taskmanager.sh start`)."""
+    subprocess.run([_bin("taskmanager.sh"), "start"], env=flink_env(), check=True,
+                   stdout=subprocess.DEVNULL)
+
+
+def job_state(job_id: str) -> str:
+    return rest(f"/jobs/{job_id}")["state"]
+
+
 def is_running() -> bool:
     return port_is_open(REST_PORT) and taskmanagers_registered() > 0
 

@@ -66,6 +66,10 @@ class ScoringSetup:
                          "--topic", self.topics["models"], "--base-url", self.store_url])
         assert code == 0
 
+    def announce(self, messages: Iterable[bytes]) -> None:
+        """Raw model messages (descriptors, or anything else) onto the models topic."""
+        produce(self.bootstrap, self.topics["models"], messages)
+
     def send_records(self, data_type: str, rows: Iterable[dict], prefix: str) -> list[str]:
         records = [make_record(f"{prefix}-{i}", data_type, row, int(time.time() * 1000))
                    for i, row in enumerate(rows)]

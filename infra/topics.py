@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
@@ -45,6 +46,20 @@ def produce(bootstrap: str, topic: str, values: Iterable[bytes], key: bytes | No
     return n
 
 
+def committed_reader(bootstrap: str, *topics: str) -> KafkaConsumer:
+    """A consumer of `topics` from their beginning, committed records only, no group."""
+    return KafkaConsumer(
+        *topics,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+        group_id=None,
+        fetch_max_bytes=64 * 1024 * 1024,
+        max_partition_fetch_bytes=16 * 1024 * 1024,
+    )
+
+
 def consume(
     bootstrap: str,
     topic: str,
@@ -57,16 +72,7 @@ def consume(
     Stops when `expected` values arrived (then waits `idle_s` more to catch extras),
     or when `timeout_s` passed.
     """
-    consumer = KafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        isolation_level="read_committed",
-        group_id=None,
-        fetch_max_bytes=64 * 1024 * 1024,
-        max_partition_fetch_bytes=16 * 1024 * 1024,
-    )
+    consumer = committed_reader(bootstrap, topic)
     values: list[bytes] = []
     deadline = time.monotonic() + timeout_s
     extra_until: float | None = None
@@ -82,3 +88,30 @@ def consume(
     finally:
         consumer.close()
     return values
+
+
+class TopicTail(threading.Thread):
+    """Reads topics from the beginning as records are committed (`read_committed`) and hands
+    each value to `on_value(topic, value)`, on this thread, until `close()`.
+
+    Survives a broker restart: the consumer reconnects by itself."""
+
+    def __init__(self, bootstrap: str, topics: Iterable[str],
+                 on_value: Callable[[str, bytes], None]) -> None:
+        super().__init__(daemon=True, name="topic-tail")
+        self._consumer = committed_reader(bootstrap, *topics)
+        self._on_value = on_value
+        self._stopping = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self._stopping.is_set():
+                for tp, records in self._consumer.poll(timeout_ms=300).items():
+                    for r in records:
+                        self._on_value(tp.topic, r.value)
+        finally:
+            self._consumer.close()
+
+    def close(self) -> None:
+        self._stopping.set()
+        self.join(timeout=30)

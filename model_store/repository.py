@@ -82,7 +82,8 @@ class ModelRepository:
 
     def publish(self, name: str, source: Path, model_type: int, data_type: str,
                 description: str = "") -> StoredModel:
-        """Copy a model file (PMML) or SavedModel directory in as the next version."""
+        """Copy a model file (PMML, or a SavedModel already packed as .tar.gz) or a
+        SavedModel directory in as the next version."""
         if not NAME_PATTERN.match(name):
             raise ValueError(f"model name '{name}' must match {NAME_PATTERN.pattern}")
         if model_type not in ARTIFACT_FILES:
@@ -93,7 +94,7 @@ class ModelRepository:
             final = self.root / name / str(version)
             with tempfile.TemporaryDirectory(dir=self.root) as staging:
                 artifact = Path(staging) / ARTIFACT_FILES[model_type]
-                if model_type == pb.TENSORFLOW_SAVED_MODEL:
+                if model_type == pb.TENSORFLOW_SAVED_MODEL and Path(source).is_dir():
                     pack_saved_model(Path(source), artifact)
                 else:
                     shutil.copyfile(source, artifact)

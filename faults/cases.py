@@ -1,0 +1,510 @@
+"""The cases of a faults run. Each returns one `CaseResult` per job it ran against.
+
+- streamed faults (every job): records stream while the TaskManager or its Python workers
+  are killed, the broker restarts, or a model is published while the job is down;
+- model store faults (the exactly-once job): 500, 404, down, slow while a new version loads;
+- bad records (exactly-once job): one kind per case, then a fuzz of 10,000 mixed with good;
+- bad models (exactly-once job): each while a current model keeps scoring a stream.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from pathlib import Path
+
+from faults import bad_models, bad_records, disrupt
+from faults.outputs import DEAD, Score, Sent, is_event, raw, records
+from faults.report import EXACTLY_ONCE, CaseResult, Check
+from faults.store import Fault
+from faults.stream import Section
+from faults.world import MAX_ARTIFACT_BYTES, MAX_RECORD_BYTES, RECOVERY_TIMEOUT_S, Job, World, say
+from scoring.pb import scoring_pb2 as pb
+
+Event = pb.ModelEvent
+Case = Callable[[World], list[CaseResult]]
+ACCOUNT_TIMEOUT_S = 180
+
+
+# ---- shared ------------------------------------------------------------------------------------
+def last_models(scores: list[Score]) -> dict[str, str]:
+    """Per data type, the model that scored its last record."""
+    return {s.data_type: f"{s.model} v{s.version}" for s in scores}
+
+
+def version_runs(scores: list[Score], data_type: str) -> list[int]:
+    """The versions that scored a data type, in output order, repeats collapsed: [1, 2]."""
+    return [v for v, _ in itertools.groupby(s.version for s in scores if s.data_type == data_type)]
+
+
+def tallied(name: str, job: Job, items: list[Sent], started: float) -> CaseResult:
+    """Wait for every item's outcome, then count: sent, scored, dead-lettered, lost, duplicated."""
+    job.outputs.wait_accounted(items, ACCOUNT_TIMEOUT_S)
+    t = job.outputs.tally(items)
+    result = CaseResult(name, job.delivery, t.sent, t.scored, t.dead_lettered, t.lost, t.duplicated,
+                        t.unexpected, time.monotonic() - started)
+    result.check("every record as expected (scored, or dead-lettered with its reason)",
+                 t.unexpected == 0, "; ".join(t.examples))
+    return result
+
+
+# ---- streamed faults ---------------------------------------------------------------------------
+Disruption = Callable[[World, Section], list[str]]
+
+
+def streamed(name: str, data_types: list[str], disruption: Disruption,
+             changes: Callable[[World], dict[str, str]] = lambda w: {},
+             more_checks: Callable[[Job, list[Score], CaseResult], None] = lambda j, s, r: None) -> Case:
+    """Stream `data_types` to every job; disrupt; wait for recovery; account for every record.
+
+    The models serving after recovery must be those before, but for `changes`."""
+    def case(world: World) -> list[CaseResult]:
+        for data_type in data_types:
+            world.ensure_served(data_type, "wine-pmml" if data_type != "fault-tf" else "wine-tf")
+        started = time.monotonic()
+        with world.stream.section(name, data_types) as section:
+            time.sleep(3)
+            world.wait_recovered(section)
+            before = {j.delivery: last_models(j.outputs.scores_of(section.ids_so_far())) for j in world.jobs}
+            notes = disruption(world, section)
+            waited = world.wait_recovered(section)
+            notes.append(f"caught up {waited:.0f}s after the last disruption")
+            time.sleep(3)
+        results = []
+        for job in world.jobs:
+            r = tallied(name, job, records(section.confirmed(job.data_topic)), started)
+            scores = job.outputs.scores_of(section.ids)
+            r.models_before, r.models_after = before[job.delivery], last_models(scores)
+            expected = {**r.models_before, **changes(world)}
+            r.check("models after recovery are those before", r.models_after == expected,
+                    f"expected {expected}")
+            told = {t: job.outputs.serving().get(t) for t in r.models_after}
+            r.check("model events tell the same models", told == r.models_after, f"events say {told}")
+            more_checks(job, scores, r)
+            unconfirmed = len(section.ids) - r.sent
+            r.notes = notes + ([f"{unconfirmed} sends not acknowledged by the broker (not counted)"]
+                               if unconfirmed else [])
+            results.append(r)
+        return results
+    return case
+
+
+def _recovery(world: World, section: Section, kill: Callable[[], str], kills: int,
+              between: Callable[[], None] = lambda: None) -> list[str]:
+    notes = []
+    for i in range(kills):
+        if i:
+            notes.append(f"recovered in {world.wait_recovered(section):.0f}s")
+        time.sleep(random.uniform(2, 4))  # mid-stream
+        notes.append(kill())
+        between()
+        say(notes[-1])
+    return notes
+
+
+def taskmanager_kills(kills: int, data_types: list[str]) -> Case:
+    return streamed(f"taskmanager-kill-x{kills}", data_types,
+                    lambda w, s: _recovery(w, s, disrupt.kill_taskmanager, kills, disrupt.start_taskmanager))
+
+
+def python_worker_kills(kills: int) -> Case:
+    return streamed(f"python-worker-kill-x{kills}", ["fault-wine"],
+                    lambda w, s: _recovery(w, s, disrupt.kill_python_workers, kills))
+
+
+def broker_restart(world: World, section: Section) -> list[str]:
+    return [disrupt.restart_broker(world.broker, down_s=10)]
+
+
+def publish_while_down(world: World, section: Section) -> list[str]:
+    """The TaskManager dies; a new version is published; then the TaskManager comes back."""
+    note = disrupt.kill_taskmanager()
+    d = world.publish("recover-wine", "recover-wine", world.samples["wine-tf"] / "saved_model",
+                      pb.TENSORFLOW_SAVED_MODEL)
+    time.sleep(2)
+    disrupt.start_taskmanager()
+    for job in world.jobs:
+        job.outputs.wait_event(is_event(Event.AVAILABLE, "recover-wine", d.version),
+                               f"AVAILABLE recover-wine v{d.version}", RECOVERY_TIMEOUT_S)
+    world.served["recover-wine"] = d.version
+    return [note, f"published recover-wine v{d.version} while the TaskManager was down"]
+
+
+def new_version_after_old(job: Job, scores: list[Score], r: CaseResult) -> None:
+    if job.delivery == EXACTLY_ONCE:  # with at-least-once, replays may interleave the versions
+        runs = version_runs(scores, "recover-wine")
+        r.check("the old version, then the new one, never back", runs == [1, 2], f"versions {runs}")
+
+
+# ---- model store faults -------------------------------------------------------------------------
+FaultOn = Callable[[World, str], AbstractContextManager]
+
+
+def store_fault(kind: str, fault_on: FaultOn, state: int, reason: str, requests: int | None) -> Case:
+    """While data type `store-<kind>` is served by v1, v2 is published with the store at fault:
+    v1 keeps scoring, v2 ends in `state` (ERROR, or AVAILABLE once a slow store answers) after
+    `requests` requests. With the store well again, v3 loads."""
+    name = f"store-{kind}"
+
+    def case(world: World) -> list[CaseResult]:
+        job = world.eo
+        world.ensure_served(name, "wine-pmml", [job])
+        started = time.monotonic()
+        def pmml(version: int) -> Path:  # bytes of their own: nothing comes from the local cache
+            return bad_models.commented_pmml(world.samples["wine-pmml"] / "model.pmml", f"{name} v{version}",
+                                             world.workdir / f"{name}-v{version}.pmml")
+
+        with world.stream.section(name, [name], [job.data_topic]) as section:
+            time.sleep(2)
+            with fault_on(world, f"/{name}/2/"):
+                v2 = world.publish(name, name, pmml(2), pb.PMML, [job])
+                outcome = _wait(job, is_event(state, name, v2.version), f"{Event.State.Name(state)} v2")
+            asked = world.store.requests_under(f"/{name}/2/")
+            final = v2
+            if state == Event.ERROR:
+                final = world.publish(name, name, pmml(3), pb.PMML, [job])
+                _wait(job, is_event(Event.AVAILABLE, name, final.version), "AVAILABLE v3")
+            time.sleep(2)
+        r = tallied(name, job, records(section.confirmed(job.data_topic)), started)
+        reason_ok = outcome is not None and reason in outcome.reason
+        if state == Event.ERROR:
+            reason_ok = reason_ok and "keeps its current model" in outcome.reason
+        r.check(f"v2 {Event.State.Name(state)} with '{reason}'", reason_ok,
+                outcome.reason[:300] if outcome else "no such event")
+        if requests is not None:
+            r.check(f"the store was asked {requests} time(s) for v2", asked == requests, f"asked {asked}")
+        runs = version_runs(job.outputs.scores_of(section.ids), name)
+        r.check("v1 kept scoring until the new version was ready", runs == [1, final.version],
+                f"versions {runs}")
+        r.models_before, r.models_after = {name: f"{name} v1"}, last_models(job.outputs.scores_of(section.ids))
+        r.notes.append(f"v2: {outcome.reason[:200] if outcome else 'no verdict'}")
+        return [r]
+    return case
+
+
+def _wait(job: Job, match, what: str, timeout_s: float = 240) -> pb.ModelEvent | None:
+    try:
+        return job.outputs.wait_event(match, what, timeout_s)
+    except TimeoutError:
+        return None
+
+
+def status(code: int) -> FaultOn:
+    return lambda world, prefix: world.store.fault(prefix, Fault(status=code))
+
+
+def delay(seconds: float) -> FaultOn:
+    return lambda world, prefix: world.store.fault(prefix, Fault(delay_s=seconds))
+
+
+def down(world: World, prefix: str) -> AbstractContextManager:
+    return world.store.down()
+
+
+# ---- bad records ----------------------------------------------------------------------------------
+@dataclass
+class Bad:
+    payloads: list[bytes]
+    items: list[Sent]
+
+
+def by_id(make: Callable, reason: str, n: int = 12) -> Callable[[World, str, str], Bad]:
+    def build(world: World, data_type: str, label: str) -> Bad:
+        rng, rows = random.Random(label), world.sample_inputs("wine-pmml")
+        made = [make(rng, rows[i % len(rows)], f"{label}-bad-{i}", data_type) for i in range(n)]
+        return Bad([m.SerializeToString() for m in made], records([m.record_id for m in made], DEAD, reason))
+    return build
+
+
+def by_bytes(make: Callable, reason: str, n: int = 12) -> Callable[[World, str, str], Bad]:
+    def build(world: World, data_type: str, label: str) -> Bad:
+        rng, rows = random.Random(label), world.sample_inputs("wine-pmml")
+        goods = [bad_records.record(f"{label}-base-{i}", data_type, rows[i % len(rows)]).SerializeToString()
+                 for i in range(n)]
+        fields = sorted(rows[0])
+        payloads = []
+        for good in goods:
+            value = make(rng, good)
+            while value in payloads or bad_records.scorable(value, data_type, fields, MAX_RECORD_BYTES):
+                value = make(rng, good)
+            payloads.append(value)
+        return Bad(payloads, raw(payloads, MAX_RECORD_BYTES, reason))
+    return build
+
+
+def model_throws(world: World, data_type: str, label: str) -> Bad:
+    made = [bad_records.not_a_jpeg(f"{label}-bad-{i}", data_type) for i in range(12)]
+    return Bad([m.SerializeToString() for m in made], records([m.record_id for m in made], DEAD, "the model threw"))
+
+
+def bad_record_case(name: str, build: Callable[[World, str, str], Bad], sample: str = "wine-pmml") -> Case:
+    """Good records, the bad ones, good records again: the bad ones dead-lettered with their
+    reason, every good one scored by the current model."""
+    data_type = "bad-digits" if sample == "digits-tf" else "bad-wine"
+
+    def case(world: World) -> list[CaseResult]:
+        job = world.eo
+        world.ensure_served(data_type, sample, [job])
+        started = time.monotonic()
+        rows = world.sample_inputs(sample)
+        good = job.setup.send_records(data_type, rows, f"{name}-good-a")
+        bad = build(world, data_type, name)
+        job.setup.send_raw(bad.payloads)
+        good += job.setup.send_records(data_type, rows, f"{name}-good-b")
+        r = tallied(name, job, records(good) + bad.items, started)
+        current = (data_type, world.served[data_type])
+        versions = {(s.model, s.version) for s in job.outputs.scores_of(good)}
+        r.check("the current model scored every good record", versions == {current}, f"scored by {sorted(versions)}")
+        r.models_before = r.models_after = {data_type: f"{data_type} v{current[1]}"}
+        reasons = {d.reason.split(":")[0][:80] for item in bad.items[:3] for d in job.outputs.dead_letters_of(item)}
+        r.notes.append(f"reasons: {sorted(reasons)}")
+        return [r]
+    return case
+
+
+def fuzz(n_bad: int) -> Case:
+    def case(world: World) -> list[CaseResult]:
+        job, data_type = world.eo, "fuzz-wine"
+        world.ensure_served(data_type, "wine-pmml", [job])
+        started = time.monotonic()
+        mix = bad_records.fuzz(world.sample_inputs("wine-pmml"), data_type, "fuzz", n_bad, n_bad // 4,
+                               MAX_RECORD_BYTES)
+        job.setup.send_raw(mix.payloads)
+        r = tallied(f"fuzz-{n_bad}", job, mix.good + mix.bad, started)
+        good, bad = job.outputs.tally(mix.good), job.outputs.tally(mix.bad)
+        r.check("good records scored == good records sent", good.scored == good.sent == len(mix.good),
+                f"{good.scored} of {good.sent}")
+        r.check("every bad record dead-lettered with a reason, none scored",
+                bad.dead_lettered == bad.sent and bad.unexpected == 0, "; ".join(bad.examples))
+        r.notes.append(f"{len(mix.good)} good + {len(mix.bad)} bad records, shuffled")
+        return [r]
+    return case
+
+
+# ---- bad models ------------------------------------------------------------------------------------
+@dataclass
+class Verdict:
+    match: Callable[[pb.ModelEvent], bool]
+    what: str
+
+
+Attempt = Callable[[World, Path], tuple[list[Verdict], list[Callable[[], Check]]]]
+
+
+def bad_model_case(name: str, attempt: Attempt) -> Case:
+    """While `guard` is served by v1 and scores a stream, the bad model arrives; each expected
+    REJECTED/ERROR event must come with its reason, and v1 must score every record."""
+    def case(world: World) -> list[CaseResult]:
+        job = world.eo
+        world.ensure_served("guard", "wine-pmml", [job])
+        started = time.monotonic()
+        scratch = world.workdir / "bad-models" / name
+        scratch.mkdir(parents=True, exist_ok=True)
+        with world.stream.section(name, ["guard"], [job.data_topic]) as section:
+            time.sleep(1)
+            verdicts, post_checks = attempt(world, scratch)
+            found = [(v, _wait(job, v.match, v.what, 240)) for v in verdicts]
+            time.sleep(1)
+        r = tallied(name, job, records(section.confirmed(job.data_topic)), started)
+        for verdict, event in found:
+            r.check(verdict.what, event is not None, event.reason[:300] if event else "no such event")
+        r.checks += [post() for post in post_checks]
+        served = {(s.model, s.version) for s in job.outputs.scores_of(section.ids)}
+        r.check("the current model kept scoring", served == {("guard", world.served["guard"])},
+                f"scored by {sorted(served)}")
+        r.models_before = r.models_after = {"guard": f"guard v{world.served['guard']}"}
+        r.notes = [f"{Event.State.Name(e.state)}: {e.reason[:160]}" for _, e in found if e]
+        return [r]
+    return case
+
+
+def published(world: World, source: Path, kind: int, inline: bool = False,
+              **changes) -> pb.ModelDescriptor:
+    """`source` stored as the next `guard` version (of type `kind`); its descriptor, with
+    `changes`, announced."""
+    stored = world.repo.publish("guard", source, kind, "guard")
+    d = world.descriptor(stored, inline, **changes)
+    world.announce([d.SerializeToString()], [world.eo])
+    return d
+
+
+def error(d: pb.ModelDescriptor, reason: str) -> Verdict:
+    return Verdict(is_event(Event.ERROR, "guard", d.version, reason), f"ERROR v{d.version}: '{reason}'")
+
+
+def malformed_descriptors(world: World, scratch: Path):
+    junk = b"\x0a\x7f" + b"not a model descriptor"  # field 1 claims 127 bytes, has 22
+    empty = pb.ModelDescriptor(data_type="guard", model_type=pb.PMML)
+    world.announce([junk, empty.SerializeToString()], [world.eo])
+    return [Verdict(is_event(Event.REJECTED, reason=f"model message of {len(junk)} bytes is not a ModelDescriptor"),
+                    "REJECTED: not a ModelDescriptor"),
+            Verdict(is_event(Event.REJECTED, reason="is invalid: name is empty"),
+                    "REJECTED: name is empty, version 0, no artifact")], []
+
+
+def unknown_model_type(world: World, scratch: Path):
+    d = published(world, world.samples["wine-pmml"] / "model.pmml", pb.PMML, model_type=42)
+    return [Verdict(is_event(Event.REJECTED, reason="model_type 42 has no backend"),
+                    f"REJECTED v{d.version}: model_type 42 has no backend")], []
+
+
+def sha256_mismatch(world: World, scratch: Path):
+    d = published(world, world.samples["wine-pmml"] / "model.pmml", pb.PMML, sha256="0" * 64)
+    return [error(d, "Refused: republish the model")], []
+
+
+def over_the_size_limit(world: World, scratch: Path):
+    big = bad_models.commented_pmml(world.samples["wine-pmml"] / "model.pmml", "x" * MAX_ARTIFACT_BYTES,
+                                    scratch / "big.pmml")
+    d1 = published(world, big, pb.PMML)
+    # Fresh bytes: a verified artifact with the same SHA-256 would come from the local cache.
+    fresh = bad_models.commented_pmml(world.samples["wine-pmml"] / "model.pmml", "fresh", scratch / "fresh.pmml")
+    d2 = published(world, fresh, pb.PMML, size_bytes=1000)
+    return [error(d1, f"over the limit of {MAX_ARTIFACT_BYTES}"),
+            error(d2, "sent more than the 1000 bytes expected")], []
+
+
+def outside_allow_list(*locations: Callable[[World], str]) -> Attempt:
+    def attempt(world: World, scratch: Path):
+        verdicts = []
+        for location in locations:
+            d = published(world, world.samples["wine-pmml"] / "model.pmml", pb.PMML, location=location(world))
+            verdicts.append(error(d, "outside the allow-list"))
+        return verdicts, [lambda: _decoy_untouched(world)]
+    return attempt
+
+
+def _decoy_untouched(world: World) -> Check:
+    asked = sum(world.decoy.requests.values())
+    return Check("the other host received no request", asked == 0, f"{asked} requests")
+
+
+def corrupt_pmml(world: World, scratch: Path):
+    d1 = published(world, bad_models.corrupt_pmml(scratch / "random.pmml"), pb.PMML)
+    d2 = published(world, bad_models.not_pmml(scratch / "html.pmml"), pb.PMML)
+    return [error(d1, "is not well-formed XML"), error(d2, "not <PMML>")], []
+
+
+def pmml_xxe(world: World, scratch: Path):
+    secret = scratch / "secret.txt"
+    secret.write_text("FAULTS-TOP-SECRET")
+    evil = bad_models.xxe_pmml(world.samples["wine-pmml"] / "model.pmml", secret, world.decoy.base_url,
+                               scratch / "xxe.pmml")
+    d = published(world, evil, pb.PMML)
+
+    def secret_kept() -> Check:
+        leaked = [e for e in world.eo.outputs.events() if "FAULTS-TOP-SECRET" in e.reason]
+        return Check("the local file's content is in no model event", not leaked, f"{len(leaked)} leaks")
+    return [error(d, "declares a DOCTYPE")], [secret_kept, lambda: _decoy_untouched(world)]
+
+
+def corrupt_saved_models(world: World, scratch: Path):
+    escape = f"faults-escaped-{scratch.parent.parent.name}.txt"
+    cases = [(bad_models.garbage_targz(scratch / "garbage.tar.gz"), "not a readable .tar.gz"),
+             (bad_models.no_graph_targz(scratch / "empty.tar.gz"), "holds no saved_model.pb"),
+             (bad_models.broken_graph_targz(scratch / "broken.tar.gz"), "cannot be loaded by TensorFlow"),
+             (bad_models.traversal_targz(scratch / "traversal.tar.gz", escape), "not a readable .tar.gz")]
+    verdicts = [error(published(world, path, pb.TENSORFLOW_SAVED_MODEL), reason) for path, reason in cases]
+
+    def nothing_escaped() -> Check:
+        found = list(world.workdir.rglob(escape)) + list(Path("/tmp").glob(escape))
+        return Check("no archive member was written outside its folder", not found, f"found {found}")
+    return verdicts, [nothing_escaped]
+
+
+def warm_up_fails(world: World, scratch: Path):
+    throws = bad_models.warm_up_throws(world.samples["digits-tf"] / "saved_model", scratch / "throws")
+    d1 = published(world, throws, pb.TENSORFLOW_SAVED_MODEL)
+    d2 = published(world, bad_models.nan_model(), pb.TENSORFLOW_SAVED_MODEL)
+    return [error(d1, "warm-up failed: the model threw"), error(d2, "non-finite output")], []
+
+
+def older_without_rollback(world: World, scratch: Path):
+    current = world.served["guard"]
+    d = world.descriptor(world.repo.get("guard", current))
+    world.announce([d.SerializeToString()], [world.eo])
+    return [Verdict(is_event(Event.REJECTED, "guard", current, "publish it with action ROLLBACK"),
+                    f"REJECTED v{current}: not newer, no rollback flag")], []
+
+
+def pickled_payloads(world: World, scratch: Path):
+    """Pickles that would create a file if anything unpickled them: as a PMML and a SavedModel
+    (inline), and inside a record."""
+    marker = scratch / "unpickled"
+    payload = scratch / "payload.pkl"
+    payload.write_bytes(bad_models.pickle_payload(marker))
+    d1 = published(world, payload, pb.PMML, inline=True)
+    d2 = published(world, payload, pb.TENSORFLOW_SAVED_MODEL, inline=True)
+    row = {**world.sample_inputs("wine-pmml")[0]}
+    hostile = bad_records.record("pickle-record", "guard", row)
+    hostile.inputs["alcohol"].bytes_value = payload.read_bytes()
+    hostile.inputs["code"].string_value = f"__import__('pathlib').Path('{marker}').touch()"
+    world.eo.setup.send_raw([hostile.SerializeToString()])
+
+    def never_unpickled() -> Check:
+        world.eo.outputs.wait_accounted([Sent("pickle-record", DEAD)], ACCOUNT_TIMEOUT_S, settle_s=0)
+        dead = world.eo.outputs.dead_letters_of(Sent("pickle-record", DEAD))
+        return Check("nothing unpickled or evaluated a payload", not marker.exists() and len(dead) == 1,
+                     f"marker file created: {marker.exists()}; the record's dead letter: "
+                     f"{dead[0].reason[:100] if dead else 'none'}")
+    return [error(d1, "is not well-formed XML"), error(d2, "not a readable .tar.gz")], [never_unpickled]
+
+
+# ---- the catalogue ------------------------------------------------------------------------------------
+def catalogue(kills: int = 3, fuzz_bad: int = 10_000, tensorflow: bool = True) -> dict[str, Case]:
+    """Every case by name, in the order a full run takes them. Recoveries reload every model
+    the job accepted: the TensorFlow one (slow to load) joins at the TaskManager kills."""
+    return {
+        f"python-worker-kill-x{kills}": python_worker_kills(kills),
+        "broker-restart": streamed("broker-restart", ["fault-wine"], broker_restart),
+        f"taskmanager-kill-x{kills}": taskmanager_kills(
+            kills, ["fault-wine", "fault-tf"] if tensorflow else ["fault-wine"]),
+        "publish-during-recovery": streamed(
+            "publish-during-recovery", ["recover-wine", "fault-tf"], publish_while_down,
+            changes=lambda w: {"recover-wine": f"recover-wine v{w.served['recover-wine']}"},
+            more_checks=new_version_after_old),
+        "store-500": store_fault("500", status(500), Event.ERROR, "failed 3 times; last: HTTP 500", 3),
+        "store-404": store_fault("404", status(404), Event.ERROR, "HTTP 404", 1),
+        "store-down": store_fault("down", down, Event.ERROR, "failed 3 times; last: ConnectionError", None),
+        "store-slow": store_fault("slow", delay(35), Event.ERROR, "failed 3 times; last: ReadTimeout", 3),
+        "store-slow-ok": store_fault("slow-ok", delay(6), Event.AVAILABLE, "", 1),
+        "random-bytes": bad_record_case("random-bytes", by_bytes(bad_records.random_bytes, "")),
+        "truncated-protobuf": bad_record_case("truncated-protobuf", by_bytes(
+            bad_records.truncated, "not a DataRecord protobuf|missing input(s)|record has no|no model has been published")),
+        "unknown-data-type": bad_record_case("unknown-data-type", by_id(
+            bad_records.unknown_type, "no model has been published for this data type")),
+        "missing-inputs": bad_record_case("missing-inputs", by_id(bad_records.missing_inputs, "missing input(s)")),
+        "wrong-types": bad_record_case("wrong-types", by_id(bad_records.wrong_type, bad_records.WRONG_TYPE_REASONS)),
+        "nan-inf": bad_record_case("nan-inf", by_id(bad_records.non_finite, "only finite numbers can be scored")),
+        "over-size": bad_record_case("over-size", by_bytes(
+            lambda rng, good: bad_records.oversize(rng, good, MAX_RECORD_BYTES),
+            f"over the {MAX_RECORD_BYTES}-byte limit", n=3)),
+        "model-throws": bad_record_case("model-throws", model_throws, sample="digits-tf"),
+        f"fuzz-{fuzz_bad}": fuzz(fuzz_bad),
+        "malformed-descriptor": bad_model_case("malformed-descriptor", malformed_descriptors),
+        "unknown-model-type": bad_model_case("unknown-model-type", unknown_model_type),
+        "sha256-mismatch": bad_model_case("sha256-mismatch", sha256_mismatch),
+        "size-over-limit": bad_model_case("size-over-limit", over_the_size_limit),
+        "location-cloud-metadata": bad_model_case("location-cloud-metadata", outside_allow_list(
+            lambda w: "http://169.254.169.254/latest/meta-data/iam/security-credentials/")),
+        "location-file-outside-store": bad_model_case("location-file-outside-store", outside_allow_list(
+            lambda w: "file:///etc/passwd",
+            lambda w: (w.repo.root / "guard" / "1" / "model.pmml").as_uri())),
+        "location-other-host": bad_model_case("location-other-host", outside_allow_list(
+            lambda w: f"{w.decoy.base_url}/guard/1/model.pmml",
+            lambda w: f"http://127.0.0.1:{w.store.port}@127.0.0.1:{w.decoy.port}/guard/1/model.pmml")),
+        "corrupt-pmml": bad_model_case("corrupt-pmml", corrupt_pmml),
+        "pmml-xxe": bad_model_case("pmml-xxe", pmml_xxe),
+        "corrupt-savedmodel": bad_model_case("corrupt-savedmodel", corrupt_saved_models),
+        "warm-up-throws-or-nan": bad_model_case("warm-up-throws-or-nan", warm_up_fails),
+        "older-version-no-rollback": bad_model_case("older-version-no-rollback", older_without_rollback),
+        "pickle-payloads": bad_model_case("pickle-payloads", pickled_payloads),
+    }
+
+
+QUICK = ["python-worker-kill-x1", "broker-restart", "taskmanager-kill-x1", "store-500", "fuzz-10000"]
+

@@ -1,0 +1,189 @@
+"""The world a faults run disrupts: a Kafka broker of its own, the model store over HTTP
+(with faults to inject) and a decoy server that must never be asked for anything, the
+Flink standalone cluster, and the scoring job(s) submitted with `flink run`."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+from faults.outputs import JobOutputs, is_event, records
+from faults.report import EXACTLY_ONCE
+from faults.store import FaultyStore
+from faults.stream import RecordStream, Section
+from infra import flink_cluster, paths
+from infra.job_harness import ScoringSetup
+from infra.kafka_broker import KafkaBroker
+from infra.procs import free_port, wait_until
+from model_store import cli
+from model_store.repository import ModelRepository, StoredModel
+from samples.build import build_all
+from scoring.pb import scoring_pb2 as pb
+
+MAX_RECORD_BYTES = 64 * 1024
+MAX_ARTIFACT_BYTES = 2 * 1024 * 1024
+RECOVERY_TIMEOUT_S = 300
+Event = pb.ModelEvent
+
+
+@dataclass
+class Job:
+    delivery: str
+    setup: ScoringSetup
+    job_id: str
+    outputs: JobOutputs
+
+    @property
+    def data_topic(self) -> str:
+        return self.setup.topics["data"]
+
+
+def say(message: str) -> None:
+    print(f"[faults {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def _job_running(job_id: str) -> bool:
+    try:
+        job = flink_cluster.rest(f"/jobs/{job_id}")
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+    return job["state"] == "RUNNING" and all(v["status"] == "RUNNING" for v in job["vertices"])
+
+
+class World:
+    def __init__(self, workdir: Path, deliveries: tuple[str, ...] = (EXACTLY_ONCE,)) -> None:
+        self.workdir = workdir
+        self.deliveries = deliveries
+        self.stack = ExitStack()
+        self.jobs: list[Job] = []
+        self.served: dict[str, int] = {}  # data type -> the version serving it
+
+    # ---- start and stop ---------------------------------------------------------------------
+    def __enter__(self) -> World:
+        try:
+            self._start()
+        except BaseException:
+            self.stack.close()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        say("stopping everything this run started")
+        self.stack.close()
+
+    def _start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.samples = build_all(paths.RUN / "samples", ["wine-pmml", "wine-tf", "digits-tf"])
+        port = free_port()
+        while port + 1 >= 65535:
+            port = free_port()
+        self.broker = KafkaBroker(self.workdir / "kafka", port)
+        say(f"starting Kafka on {self.broker.bootstrap_servers}")
+        self.broker.start()
+        self.stack.callback(self.broker.stop)
+        self.repo = ModelRepository(self.workdir / "model-store")
+        self.repo.root.mkdir(parents=True, exist_ok=True)
+        self.store = FaultyStore(self.repo.root).start()
+        self.stack.callback(self.store.stop)
+        (self.workdir / "decoy").mkdir(exist_ok=True)
+        self.decoy = FaultyStore(self.workdir / "decoy").start()  # "another host"
+        self.stack.callback(self.decoy.stop)
+        say("starting the Flink standalone cluster (unless it is up)")
+        if flink_cluster.start():
+            self.stack.callback(flink_cluster.stop)
+        for delivery in self.deliveries:
+            self.jobs.append(self._submit(delivery))
+        # Every streamed data type is served by a wine model (PMML or TensorFlow, same inputs).
+        self.stream = RecordStream(self.bootstrap, [j.data_topic for j in self.jobs],
+                                   self.sample_inputs("wine-pmml"))
+        self.stack.callback(self.stream.close)
+
+    def _submit(self, delivery: str) -> Job:
+        setup = ScoringSetup(self.bootstrap, self.repo, self.store.base_url, self.workdir / delivery)
+        args = setup.job_args(delivery=delivery, no_model_policy="dead-letter",
+                              max_record_bytes=MAX_RECORD_BYTES, max_artifact_bytes=MAX_ARTIFACT_BYTES,
+                              stats_interval_ms=5000, job_name=f"faults {delivery} {setup.topics['data']}")
+        job_id = flink_cluster.submit_scoring_job(args)
+        self.stack.callback(self._cancel, job_id)
+        outputs = JobOutputs(setup)
+        self.stack.callback(outputs.close)
+        say(f"submitted the scoring job ({delivery}): {job_id}")
+        return Job(delivery, setup, job_id, outputs)
+
+    @staticmethod
+    def _cancel(job_id: str) -> None:
+        try:
+            flink_cluster.cancel_job(job_id)
+        except (urllib.error.URLError, OSError):
+            pass
+
+    @property
+    def bootstrap(self) -> str:
+        return self.broker.bootstrap_servers
+
+    @property
+    def eo(self) -> Job:
+        return next(j for j in self.jobs if j.delivery == EXACTLY_ONCE)
+
+    def sample_inputs(self, sample: str) -> list[dict]:
+        return json.loads((self.samples[sample] / "samples.json").read_text())["inputs"]
+
+    # ---- models -------------------------------------------------------------------------------
+    def publish(self, name: str, data_type: str, source: Path, model_type: int,
+                jobs: list[Job] | None = None, inline: bool = False) -> pb.ModelDescriptor:
+        """Store a model as the next version of `name` and announce it to the jobs."""
+        stored = self.repo.publish(name, source, model_type, data_type)
+        d = self.descriptor(stored, inline)
+        self.announce([d.SerializeToString()], jobs)
+        return d
+
+    def descriptor(self, stored: StoredModel, inline: bool = False, **changes) -> pb.ModelDescriptor:
+        d = cli.descriptor_for(self.repo, stored, self.store.base_url, 1 << 30 if inline else 0)
+        for key, value in changes.items():
+            setattr(d, key, value)
+        return d
+
+    def announce(self, messages: list[bytes], jobs: list[Job] | None = None) -> None:
+        for job in jobs or self.jobs:
+            job.setup.announce(messages)
+
+    def serve(self, data_type: str, sample: str, jobs: list[Job] | None = None) -> pb.ModelDescriptor:
+        """Publish a sample model for `data_type` (name = data type) and wait until it serves."""
+        source, kind = ((self.samples[sample] / "model.pmml", pb.PMML) if sample.endswith("pmml")
+                        else (self.samples[sample] / "saved_model", pb.TENSORFLOW_SAVED_MODEL))
+        d = self.publish(data_type, data_type, source, kind, jobs)
+        for job in jobs or self.jobs:
+            # Records sent before the job took the model in would meet "no model" (dead-letter policy);
+            # the swap itself happens when a record of the data type arrives: send one.
+            job.outputs.wait_event(is_event(Event.ACCEPTED, data_type, d.version),
+                                   f"ACCEPTED {data_type} v{d.version}", timeout_s=RECOVERY_TIMEOUT_S)
+            job.setup.send_records(data_type, self.sample_inputs(sample)[:1], f"primer-{data_type}")
+        for job in jobs or self.jobs:
+            job.outputs.wait_event(is_event(Event.AVAILABLE, data_type, d.version),
+                                   f"AVAILABLE {data_type} v{d.version}", timeout_s=RECOVERY_TIMEOUT_S)
+        return d
+
+    def ensure_served(self, data_type: str, sample: str, jobs: list[Job] | None = None) -> None:
+        if data_type not in self.served:
+            self.served[data_type] = self.serve(data_type, sample, jobs).version
+
+    # ---- the jobs' health ------------------------------------------------------------------------
+    def wait_recovered(self, section: Section | None = None, timeout_s: float = RECOVERY_TIMEOUT_S) -> float:
+        """Every job running again and, if a stream runs, caught up with what it sent so far.
+        Returns the seconds waited."""
+        started = time.monotonic()
+        for job in self.jobs:
+            wait_until(lambda job=job: _job_running(job.job_id), timeout_s,
+                       f"job {job.job_id} ({job.delivery}) running", interval_s=1)
+        if section is not None:
+            sent = records(section.ids_so_far())
+            for job in self.jobs:
+                missing = job.outputs.wait_accounted(sent, timeout_s, settle_s=0)
+                if missing:
+                    raise TimeoutError(f"{job.delivery} job: {missing} of {len(sent)} records "
+                                       f"not in its output after {timeout_s}s")
+        return time.monotonic() - started
