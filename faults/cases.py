@@ -57,11 +57,12 @@ Disruption = Callable[[World, Section], list[str]]
 
 
 def streamed(name: str, data_types: list[str], disruption: Disruption,
-             changes: Callable[[World], dict[str, str]] = lambda w: {},
+             restores: int = 0, changes: Callable[[World], dict[str, str]] = lambda w: {},
              more_checks: Callable[[Job, list[Score], CaseResult], None] = lambda j, s, r: None) -> Case:
     """Stream `data_types` to every job; disrupt; wait for recovery; account for every record.
 
-    The models serving after recovery must be those before, but for `changes`."""
+    Each job must have restored a checkpoint at least `restores` times, and the models
+    serving after recovery must be those before, but for `changes`."""
     def case(world: World) -> list[CaseResult]:
         for data_type in data_types:
             world.ensure_served(data_type, "wine-pmml" if data_type != "fault-tf" else "wine-tf")
@@ -70,6 +71,7 @@ def streamed(name: str, data_types: list[str], disruption: Disruption,
             time.sleep(3)
             world.wait_recovered(section)
             before = {j.delivery: last_models(j.outputs.scores_of(section.ids_so_far())) for j in world.jobs}
+            restored = {j.delivery: world.restored(j) for j in world.jobs}
             notes = disruption(world, section)
             waited = world.wait_recovered(section)
             notes.append(f"caught up {waited:.0f}s after the last disruption")
@@ -84,10 +86,14 @@ def streamed(name: str, data_types: list[str], disruption: Disruption,
                     f"expected {expected}")
             told = {t: job.outputs.serving().get(t) for t in r.models_after}
             r.check("model events tell the same models", told == r.models_after, f"events say {told}")
+            count = world.restored(job) - restored[job.delivery]
+            if restores:
+                r.check(f"restarted from a checkpoint (at least {restores} time(s))", count >= restores,
+                        f"{count} restore(s)")
             more_checks(job, scores, r)
             unconfirmed = len(section.ids) - r.sent
-            r.notes = notes + ([f"{unconfirmed} sends not acknowledged by the broker (not counted)"]
-                               if unconfirmed else [])
+            r.notes = notes + [f"{count} restore(s) from a checkpoint"] + (
+                [f"{unconfirmed} sends not acknowledged by the broker (not counted)"] if unconfirmed else [])
             results.append(r)
         return results
     return case
@@ -108,12 +114,13 @@ def _recovery(world: World, section: Section, kill: Callable[[], str], kills: in
 
 def taskmanager_kills(kills: int, data_types: list[str]) -> Case:
     return streamed(f"taskmanager-kill-x{kills}", data_types,
-                    lambda w, s: _recovery(w, s, disrupt.kill_taskmanager, kills, disrupt.start_taskmanager))
+                    lambda w, s: _recovery(w, s, disrupt.kill_taskmanager, kills, disrupt.start_taskmanager),
+                    restores=kills)
 
 
 def python_worker_kills(kills: int) -> Case:
     return streamed(f"python-worker-kill-x{kills}", ["fault-wine"],
-                    lambda w, s: _recovery(w, s, disrupt.kill_python_workers, kills))
+                    lambda w, s: _recovery(w, s, disrupt.kill_python_workers, kills), restores=kills)
 
 
 def broker_restart(world: World, section: Section) -> list[str]:
@@ -464,7 +471,7 @@ def catalogue(kills: int = 3, fuzz_bad: int = 10_000, tensorflow: bool = True) -
         f"taskmanager-kill-x{kills}": taskmanager_kills(
             kills, ["fault-wine", "fault-tf"] if tensorflow else ["fault-wine"]),
         "publish-during-recovery": streamed(
-            "publish-during-recovery", ["recover-wine", "fault-tf"], publish_while_down,
+            "publish-during-recovery", ["recover-wine", "fault-tf"], publish_while_down, restores=1,
             changes=lambda w: {"recover-wine": f"recover-wine v{w.served['recover-wine']}"},
             more_checks=new_version_after_old),
         "store-500": store_fault("500", status(500), Event.ERROR, "failed 3 times; last: HTTP 500", 3),

@@ -172,6 +172,11 @@ class World:
             self.served[data_type] = self.serve(data_type, sample, jobs).version
 
     # ---- the jobs' health ------------------------------------------------------------------------
+    @staticmethod
+    def restored(job: Job) -> int:
+        """How many times the job restored a checkpoint (after a failure) so far."""
+        return flink_cluster.rest(f"/jobs/{job.job_id}/checkpoints")["counts"]["restored"]
+
     def wait_recovered(self, section: Section | None = None, timeout_s: float = RECOVERY_TIMEOUT_S) -> float:
         """Every job running again and, if a stream runs, caught up with what it sent so far.
         Returns the seconds waited."""
