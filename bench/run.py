@@ -422,8 +422,13 @@ def write_report(report: dict) -> None:
     chart(report, RESULTS / "latest.png")
 
 
+def stop_on_sigterm() -> None:
+    """Run the clean-ups (ExitStack, RunningJob) on `kill` too."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+
 def main(argv: list[str] | None = None) -> int:
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the clean-ups on `kill` too
+    stop_on_sigterm()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--records", type=int, default=200_000)
     p.add_argument("--only", default="throughput,swap,many_models,batch_sweep")
@@ -437,6 +442,7 @@ def main(argv: list[str] | None = None) -> int:
         bench = Bench(stack, args.records)
         if "throughput" in only:
             t = report["throughput"] = raw_library(bench)
+            stop_on_sigterm()  # pypmml's in-process JVM took SIGTERM over: it would exit, skipping the clean-ups
             for kind in ("passthrough", "pmml", "tf"):
                 t[f"{kind}_rps"] = throughput_case(bench, kind, 1, args.records)["rps"]
             # ~165 records/s: a few thousand records give a steady rate.

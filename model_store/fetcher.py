@@ -13,6 +13,7 @@ import os
 import shutil
 import time
 import urllib.parse
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,9 +147,12 @@ class ArtifactFetcher:
             if size > self.policy.max_bytes:
                 raise FetchError(f"{source} is {size} bytes, over the limit of {self.policy.max_bytes}")
             target.parent.mkdir(parents=True, exist_ok=True)
-            partial = target.with_name(target.name + ".partial")
-            shutil.copyfile(source, partial)
-            partial.rename(target)
+            partial = partial_path(target)
+            try:
+                shutil.copyfile(source, partial)
+                partial.rename(target)
+            finally:
+                partial.unlink(missing_ok=True)
         except OSError as err:
             raise FetchError(f"cannot read {source}: {err}") from err
 
@@ -189,7 +193,7 @@ class ArtifactFetcher:
 
     def _write_atomically(self, target: Path, chunks) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(target.name + f".partial-{os.getpid()}")
+        partial = partial_path(target)
         try:
             with open(partial, "wb") as f:
                 for chunk in chunks:
@@ -208,6 +212,12 @@ class ArtifactFetcher:
                 f"artifact from {d.location} is {size} bytes with SHA-256 {digest}; the descriptor "
                 f"says {d.size_bytes} bytes, {d.sha256}. Refused: republish the model."
             )
+
+
+def partial_path(target: Path) -> Path:
+    """A name of its own for a download in progress: the subtasks of a job share the cache,
+    as threads of one process (a local MiniCluster) or as processes."""
+    return target.with_name(f"{target.name}.partial-{uuid.uuid4().hex}")
 
 
 class _Retryable(Exception):

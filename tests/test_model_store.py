@@ -67,6 +67,31 @@ def test_fetch_over_http_verifies_and_caches(repo, store, samples, tmp_path):
     assert fetcher.fetch(d).from_cache
 
 
+def test_subtasks_fetching_and_unpacking_one_artifact_at_once_all_get_it(repo, store, samples, tmp_path):
+    """Subtasks share the cache: as threads of one process on a MiniCluster (one pid)."""
+    from scoring.backends.tensorflow import unpack
+
+    stored = repo.publish("wine", samples["wine-tf"] / "saved_model", pb.TENSORFLOW_SAVED_MODEL, "wine")
+    d = located(repo, stored, store.base_url)
+    fetchers = [fetcher_for(tmp_path, store) for _ in range(8)]
+    results, errors = [], []
+
+    def fetch_and_unpack(fetcher):
+        try:
+            results.append(unpack(fetcher.fetch(d).path))
+        except Exception as err:  # noqa: BLE001 - any failure is the finding
+            errors.append(err)
+
+    threads = [threading.Thread(target=fetch_and_unpack, args=(f,)) for f in fetchers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert len(results) == 8 and len(set(results)) == 1 and (results[0] / "saved_model.pb").exists()
+    assert not [p for p in (tmp_path / "cache").rglob("*") if ".partial" in p.name]
+
+
 @pytest.mark.parametrize("field,value,message", [
     ("sha256", "0" * 64, "SHA-256"),
     ("size_bytes", 123, "bytes"),

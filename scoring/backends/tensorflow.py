@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from model_store.fetcher import partial_path
 from scoring.backends.base import InputField, Kind, LoadedModel, ModelBackend, Outputs
 from scoring.errors import ModelLoadError
 
@@ -41,19 +42,20 @@ def unpack(artifact: Path) -> Path:
     """Extract a .tar.gz SavedModel next to the artifact; return the SavedModel dir."""
     target = artifact.with_name(artifact.name + ".d")
     if not target.exists():
-        partial = target.with_name(target.name + ".partial")
-        shutil.rmtree(partial, ignore_errors=True)
+        partial = partial_path(target)  # other subtasks may unpack the same artifact at once
         try:
             with tarfile.open(artifact, "r:gz") as tar:
                 # The "data" filter refuses absolute paths, links out of the tree, devices.
                 tar.extractall(partial, filter="data")
+            partial.rename(target)
         except (tarfile.TarError, OSError, EOFError) as err:
+            if not target.exists():  # not just another subtask that finished first
+                raise ModelLoadError(
+                    f"TensorFlow artifact {artifact.name} is not a readable .tar.gz of a "
+                    f"SavedModel: {err}"
+                ) from err
+        finally:
             shutil.rmtree(partial, ignore_errors=True)
-            raise ModelLoadError(
-                f"TensorFlow artifact {artifact.name} is not a readable .tar.gz of a "
-                f"SavedModel: {err}"
-            ) from err
-        partial.rename(target)
     found = sorted(p.parent for p in target.rglob("saved_model.pb"))
     if not found:
         raise ModelLoadError(f"TensorFlow artifact {artifact.name} holds no saved_model.pb")
