@@ -8,9 +8,7 @@ Non-finite outputs fail their record.
 
 from __future__ import annotations
 
-import itertools
 import math
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -89,26 +87,4 @@ def warm_up(model: LoadedModel, samples: Sequence[Mapping[str, PyValue]] | None 
     for outcome in score_batch(model, samples):
         if not outcome.ok:
             raise WarmUpError(f"warm-up failed: {outcome.error}")
-    return len(samples) + _exercise_runtime(model, [model.prepare(s) for s in samples])
-
-
-_exercised: set[type] = set()
-
-
-def _exercise_runtime(model: LoadedModel, prepared: list[dict], seconds: float = 2.0,
-                      batch_size: int = 64) -> int:
-    """The first model of a kind in this process: score its warm-up inputs for `seconds`.
-
-    pmml4s runs on the JVM's JIT: in a fresh JVM the wine model costs ~8 ms per record on
-    the first call and ~0.5 ms for the next thousands; it settles near 0.12 ms after ~6,000
-    records. The JIT's work serves every later model of the same kind, so they skip this.
-    Returns how many records were scored."""
-    if type(model) in _exercised:
-        return 0
-    _exercised.add(type(model))
-    batch = list(itertools.islice(itertools.cycle(prepared), batch_size))
-    deadline, scored = time.monotonic() + seconds, 0
-    while time.monotonic() < deadline:
-        model.predict(batch)
-        scored += len(batch)
-    return scored
+    return len(samples)
