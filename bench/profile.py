@@ -20,7 +20,7 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-from bench.run import RESULTS, Bench, end_offset, log, read_all, wait_for_results
+from bench.run import RESULTS, Bench, end_offset, group_processes, log, read_all, wait_for_results
 from infra.job_harness import RunningJob
 from scoring.pb import scoring_pb2 as pb
 
@@ -30,28 +30,11 @@ PY_SPY = Path(sys.executable).with_name("py-spy")
 def python_workers(pgid: int) -> list[int]:
     """The job's Python processes. On a MiniCluster PyFlink runs the Python functions in the
     driver itself ("loopback") unless _python_worker_execution_mode=process is set."""
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            if os.getpgid(int(proc.name)) == pgid and "python" in os.readlink(proc / "exe"):
-                pids.append(int(proc.name))
-        except OSError:
-            continue
-    return pids
+    return [pid for pid, exe in group_processes(pgid) if "python" in os.path.basename(exe)]
 
 
 def jvm_of(pgid: int) -> int:
-    return next(int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()
-                and _in_group(int(p.name), pgid) and os.readlink(p / "exe").endswith("java"))
-
-
-def _in_group(pid: int, pgid: int) -> bool:
-    try:
-        return os.getpgid(pid) == pgid
-    except OSError:
-        return False
+    return next(pid for pid, exe in group_processes(pgid) if exe.endswith("java"))
 
 
 def sample(workers: list[int], jvm: int, seconds: int, folder: Path) -> list[Path]:
@@ -149,7 +132,6 @@ def main(argv: list[str] | None = None) -> int:
             wait_for_results(setup, 5_000, job, timeout_s=300)  # models serve, the backlog flows
             workers, jvm = python_workers(job.proc.pid), jvm_of(job.proc.pid)
             log(f"sampling Python workers {workers} and JVM {jvm} for {args.seconds}s ...")
-            subprocess.run(["ps", "-o", "pid,pcpu,nlwp,args", "--forest", "-g", str(job.proc.pid)])
             cpu = cpu_seconds([jvm, *workers])
             scored = end_offset(setup.bootstrap, setup.topics["scores"])
             folded = sample(workers, jvm, args.seconds, setup.workdir)

@@ -31,7 +31,7 @@ from infra import paths
 from infra.job_harness import RunningJob, ScoringSetup
 from infra.kafka_broker import KafkaBroker
 from infra.procs import free_port, port_is_open, wait_until
-from infra.topics import create_topics, produce
+from infra.topics import committed_reader, create_topics, produce
 from model_store import cli
 from model_store.repository import ModelRepository
 from model_store.server import ModelStoreServer
@@ -65,9 +65,7 @@ def end_offset(bootstrap: str, topic: str) -> int:
 
 def read_all(bootstrap: str, topic: str, parse) -> list:
     """Every committed message of a topic, parsed, with the time it was read."""
-    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                             isolation_level="read_committed", group_id=None,
-                             fetch_max_bytes=64 << 20, max_partition_fetch_bytes=16 << 20)
+    consumer = committed_reader(bootstrap, topic)
     out, idle_since = [], time.monotonic()
     try:
         while time.monotonic() - idle_since < 3:
@@ -106,19 +104,30 @@ def percentile(values, q: float) -> float:
     return float(np.percentile(values, q)) if len(values) else float("nan")
 
 
+def group_processes(pgid: int) -> list[tuple[int, str]]:
+    """(pid, executable) of every live process in a process group, its leader included."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if os.getpgid(int(proc.name)) == pgid:
+                found.append((int(proc.name), os.readlink(proc / "exe")))
+        except OSError:
+            continue
+    return found
+
+
 def peak_rss_mb(pgid: int) -> dict[str, float]:
     """Peak RSS (VmHWM) of the job's JVM and the sum over its Python workers.
 
     The job runs in a process group of its own; its leader is the driver, left out."""
     peak = {"jvm": 0.0, "python_workers": 0.0}
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == pgid:
+    for pid, exe in group_processes(pgid):
+        if pid == pgid:
             continue
         try:
-            if os.getpgid(int(proc.name)) != pgid:
-                continue
-            exe = os.readlink(proc / "exe")
-            status = (proc / "status").read_text()
+            status = Path(f"/proc/{pid}/status").read_text()
         except OSError:
             continue
         hwm = next((int(line.split()[1]) / 1024 for line in status.splitlines()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import time
 import urllib.parse
 import uuid
@@ -146,13 +145,8 @@ class ArtifactFetcher:
             size = os.path.getsize(source)
             if size > self.policy.max_bytes:
                 raise FetchError(f"{source} is {size} bytes, over the limit of {self.policy.max_bytes}")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            partial = partial_path(target)
-            try:
-                shutil.copyfile(source, partial)
-                partial.rename(target)
-            finally:
-                partial.unlink(missing_ok=True)
+            with open(source, "rb") as f:
+                self._write_atomically(target, iter(lambda: f.read(1 << 20), b""))
         except OSError as err:
             raise FetchError(f"cannot read {source}: {err}") from err
 
