@@ -119,13 +119,12 @@ def group_processes(pgid: int) -> list[tuple[int, str]]:
 
 
 def peak_rss_mb(pgid: int) -> dict[str, float]:
-    """Peak RSS (VmHWM) of the job's JVM and the sum over its Python workers.
+    """Peak RSS (VmHWM) of the job's JVM and the sum over its Python processes.
 
-    The job runs in a process group of its own; its leader is the driver, left out."""
+    The job runs in a process group of its own. Its leader, the driver, counts as a Python
+    worker: on a MiniCluster PyFlink runs the Python functions inside it ("loopback")."""
     peak = {"jvm": 0.0, "python_workers": 0.0}
     for pid, exe in group_processes(pgid):
-        if pid == pgid:
-            continue
         try:
             status = Path(f"/proc/{pid}/status").read_text()
         except OSError:
