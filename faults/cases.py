@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import random
 import time
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from faults import bad_models, bad_records, disrupt
-from faults.outputs import DEAD, Score, Sent, is_event, raw, records
+from faults.outputs import DEAD, EITHER, Score, Sent, is_event, raw, records
 from faults.report import EXACTLY_ONCE, CaseResult, Check
 from faults.store import Fault
 from faults.stream import Section
@@ -186,6 +187,51 @@ def store_fault(kind: str, fault_on: FaultOn, state: int, reason: str, requests:
         r.models_before, r.models_after = {name: f"{name} v1"}, last_models(scores)
         return [r]
     return case
+
+
+def first_model_retried(world: World) -> list[CaseResult]:
+    """A data type's only model fails to load (the store answers 500), then the store recovers:
+    the job retries the load by itself and serves the model, with no republish. Meanwhile its
+    records are dead-lettered saying why (the faults jobs run --no-model-policy dead-letter)."""
+    name, job, started = "first-retried", world.eo, time.monotonic()
+    rows = world.sample_inputs("wine-pmml")
+    send = functools.partial(job.setup.send_records, name)
+    nudges: list[str] = []  # sent while waiting for an event: scored or dead-lettered, as timing has it
+    with world.store.fault(f"/{name}/1/", Fault(status=500)):
+        v1 = world.publish(name, name, _own_pmml(world, name, 1), pb.PMML, [job])
+        error = _wait_while_sending(job, send, rows, nudges, is_event(Event.ERROR, name, v1.version))
+        while_failed = send(rows[:20], f"{name}-failed")
+        job.outputs.wait_accounted(records(while_failed), ACCOUNT_TIMEOUT_S)
+    recovered = time.monotonic()
+    ready = _wait_while_sending(job, send, rows, nudges, is_event(Event.AVAILABLE, name, v1.version))
+    waited = time.monotonic() - recovered
+    after = send(rows[:20], f"{name}-after")
+    r = tallied(name, job, records(nudges, EITHER, "no model has been published|failed to load")
+                + records(while_failed, DEAD, "failed to load") + records(after), started)
+    retry = f"retries in {world.retry_after_s:.0f}s"
+    r.check(f"v1's ERROR says it {retry}", error is not None and retry in error.reason,
+            error.reason[:300] if error else "no such event")
+    r.check("v1 served after the store recovered, with no republish", ready is not None,
+            f"{waited:.0f}s after the store recovered")
+    scores = job.outputs.scores_of(after)
+    r.check("records after the recovery scored by v1", {s.version for s in scores} == {v1.version},
+            f"versions {sorted({s.version for s in scores})}")
+    r.models_before, r.models_after = {}, last_models(scores)
+    return [r]
+
+
+def _wait_while_sending(job: Job, send: Callable, rows: list[dict], sent: list[str], match,
+                        timeout_s: float = 120) -> pb.ModelEvent | None:
+    """Model events are reported as records pass the operator: send one a second until one
+    matches (the ids go to `sent`)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        sent += send(rows[:1], f"nudge-{len(sent)}-{time.time_ns()}")
+        time.sleep(1)
+        found = job.outputs.events(match)
+        if found:
+            return found[0]
+    return None
 
 
 def _own_pmml(world: World, name: str, version: int) -> Path:
@@ -480,6 +526,7 @@ def catalogue(kills: int = 3, fuzz_bad: int = 10_000, tensorflow: bool = True) -
         "store-down": store_fault("down", down, Event.ERROR, "failed 3 times; last: ConnectionError", None),
         "store-slow": store_fault("slow", delay(35), Event.ERROR, "failed 3 times; last: ReadTimeout", 3),
         "store-slow-ok": store_fault("slow-ok", delay(6), Event.AVAILABLE, "", 1),
+        "first-retried": first_model_retried,
         "random-bytes": bad_record_case("random-bytes", by_bytes(bad_records.random_bytes, "")),
         "truncated-protobuf": bad_record_case("truncated-protobuf", by_bytes(
             bad_records.truncated, "not a DataRecord protobuf|missing input(s)|record has no|no model has been published")),
@@ -514,5 +561,6 @@ def catalogue(kills: int = 3, fuzz_bad: int = 10_000, tensorflow: bool = True) -
     }
 
 
-QUICK = ["python-worker-kill-x1", "broker-restart", "taskmanager-kill-x1", "store-500", "fuzz-10000"]
+QUICK = ["python-worker-kill-x1", "broker-restart", "taskmanager-kill-x1", "store-500", "first-retried",
+         "fuzz-10000"]
 

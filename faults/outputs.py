@@ -19,6 +19,7 @@ from model_store.status import fold
 from scoring.pb import scoring_pb2 as pb
 
 SCORE, DEAD = "score", "dead"
+EITHER = "either"  # scored, or dead-lettered with the expected reason: timing decides
 KEPT_OF_OVERSIZE = 1024  # a dead letter keeps only the first KiB of an over-size record
 
 

@@ -58,6 +58,7 @@ class World:
     def __init__(self, workdir: Path, deliveries: tuple[str, ...] = (EXACTLY_ONCE,)) -> None:
         self.workdir = workdir
         self.deliveries = deliveries
+        self.retry_after_s = 10.0  # the jobs' --load-retry-s: a failed load is tried again after this
         self.stack = ExitStack()
         self.jobs: list[Job] = []
         self.served: dict[str, int] = {}  # data type -> the version serving it
@@ -104,7 +105,7 @@ class World:
 
     def _submit(self, delivery: str) -> Job:
         setup = ScoringSetup(self.bootstrap, self.repo, self.store.base_url, self.workdir / delivery)
-        args = setup.job_args(delivery=delivery, no_model_policy="dead-letter",
+        args = setup.job_args(delivery=delivery, no_model_policy="dead-letter", load_retry_s=self.retry_after_s,
                               max_record_bytes=MAX_RECORD_BYTES, max_artifact_bytes=MAX_ARTIFACT_BYTES,
                               stats_interval_ms=5000, job_name=f"faults {delivery} {setup.topics['data']}")
         job_id = flink_cluster.submit_scoring_job(args)

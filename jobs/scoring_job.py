@@ -73,6 +73,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     flag("--no-model-policy", choices=["hold", "dead-letter"], default=defaults.no_model_policy,
          help="records of a data type with no model yet: hold them until one is ready, or dead-letter them")
     flag("--max-held-records", type=int, default=defaults.max_held_records)
+    flag("--load-retry-s", type=float, default=defaults.load_retry_s,
+         help="a model that failed to load is tried again after this long while a data type still needs it")
     flag("--max-record-bytes", type=int, default=defaults.max_record_bytes)
     flag("--stats-interval-ms", type=int, default=defaults.stats_interval_ms)
     flag("--bundle-time-ms", type=int, default=100,
@@ -95,6 +97,7 @@ def options_from(args: argparse.Namespace) -> ScoringOptions:
         max_artifact_bytes=args.max_artifact_bytes,
         no_model_policy=args.no_model_policy,
         max_held_records=args.max_held_records,
+        load_retry_s=args.load_retry_s,
         stats_interval_ms=args.stats_interval_ms,
         max_record_bytes=args.max_record_bytes,
         passthrough=args.passthrough,

@@ -2,7 +2,9 @@
 
 It loads model versions on a background thread (fetch, load, warm up: see
 `scoring.loader`) and keeps the READY ones in a bounded LRU cache keyed by
-(name, version), shared by every data type that uses the same model. Its state
+(name, version), shared by every data type that uses the same model. A data type's
+current model (to reload after a restore or an eviction) loads on a thread of its own,
+never queued behind upgrades to next models, which may be slow or failing. Its state
 changes only on the caller's (operator) thread, when `get` collects a finished load:
 a model is never visible before it is completely loaded and warmed up.
 """
@@ -43,26 +45,30 @@ class ModelManager:
     ) -> None:
         self._load = load
         self._capacity = max(1, capacity)
-        self._retry_after_s = retry_after_s
+        self.retry_after_s = retry_after_s
         self._ready: OrderedDict[ModelKey, Servable] = OrderedDict()
         self._loading: dict[ModelKey, tuple[pb.ModelDescriptor, Future]] = {}
         self._failed: dict[ModelKey, tuple[str, float]] = {}
-        self._executor = ThreadPoolExecutor(workers, thread_name_prefix="model-loader")
+        self._executors = {
+            False: ThreadPoolExecutor(workers, thread_name_prefix="model-loader"),
+            True: ThreadPoolExecutor(1, thread_name_prefix="model-loader-current"),
+        }
 
     @staticmethod
     def key(d: pb.ModelDescriptor) -> ModelKey:
         return (d.name, d.version)
 
-    def request(self, d: pb.ModelDescriptor) -> None:
-        """Start loading `d` in the background unless it is ready, loading, or failed lately."""
+    def request(self, d: pb.ModelDescriptor, current: bool = False) -> None:
+        """Start loading `d` in the background unless it is ready, loading, or failed lately.
+        `current`: a data type serves with `d` and waits for it; it goes ahead of upgrades."""
         key = self.key(d)
         if key in self._ready or key in self._loading or self._failed_recently(key):
             return
         self._failed.pop(key, None)
         log.info("model %s v%s: LOADING", *key)
-        self._loading[key] = (d, self._executor.submit(self._load, d))
+        self._loading[key] = (d, self._executors[current].submit(self._load, d))
 
-    def get(self, d: pb.ModelDescriptor) -> LoadStatus:
+    def get(self, d: pb.ModelDescriptor, current: bool = False) -> LoadStatus:
         """Where `d` stands now; requests it if nobody has. Call `collect` first."""
         key = self.key(d)
         if key in self._ready:
@@ -72,7 +78,7 @@ class ModelManager:
             return LoadStatus(LOADING)
         if self._failed_recently(key):
             return LoadStatus(ERROR, error=self._failed[key][0])
-        self.request(d)
+        self.request(d, current)
         return LoadStatus(LOADING)
 
     def collect(self) -> list[tuple[pb.ModelDescriptor, LoadStatus]]:
@@ -104,7 +110,8 @@ class ModelManager:
         return list(self._ready)
 
     def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        for executor in self._executors.values():
+            executor.shutdown(wait=False, cancel_futures=True)
         for servable in self._ready.values():
             servable.model.release()
         self._ready.clear()
@@ -116,7 +123,7 @@ class ModelManager:
 
     def _failed_recently(self, key: ModelKey) -> bool:
         failed = self._failed.get(key)
-        return failed is not None and time.monotonic() - failed[1] < self._retry_after_s
+        return failed is not None and time.monotonic() - failed[1] < self.retry_after_s
 
     def _evict(self) -> None:
         while len(self._ready) > self._capacity:

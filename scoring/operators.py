@@ -63,6 +63,7 @@ class ScoringOptions:
     no_model_policy: str = "hold"  # or "dead-letter"
     max_held_records: int = 10_000
     load_poll_ms: int = 100
+    load_retry_s: float = 30.0  # a failed load is tried again after this long, if still wanted
     stats_interval_ms: int = 10_000
     max_record_bytes: int = 4 * 1024 * 1024
     passthrough: bool = False  # benchmarks: the whole topology, but no model call
@@ -146,7 +147,7 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
             Path(o.model_cache_dir),
             FetchPolicy.parse(o.store_allow_list, max_bytes=o.max_artifact_bytes),
         )
-        self.manager = ModelManager(partial(load_servable, fetcher=fetcher), o.model_cache_size)
+        self.manager = ModelManager(partial(load_servable, fetcher=fetcher), o.model_cache_size, o.load_retry_s)
         self.accepted: dict[str, pb.ModelDescriptor] | None = None  # mirror of broadcast state
         self.keys: dict[str, KeyModels] = {}
         self.stats: dict[tuple[str, int], ModelStats] = {}
@@ -197,13 +198,15 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
             else:
                 yield MODEL_EVENTS, self._event(
                     Event.ERROR, d.data_type, d,
-                    f"{status.error}; the data type keeps its current model")
+                    f"{status.error}; the data type keeps its current model (one that has "
+                    f"none retries in {self.manager.retry_after_s:.0f}s)")
 
     def _mirror(self, broadcast_state) -> None:
+        """After a restore, models load as their data types' records or timers ask for them:
+        a current model first, then the next one (prefetching every accepted descriptor
+        would queue the ones that serve behind upgrades that may have failed)."""
         if self.accepted is None:  # first use, also after a restore from a checkpoint
             self.accepted = {k: pb.ModelDescriptor.FromString(v) for k, v in broadcast_state.items()}
-            for d in self.accepted.values():
-                self.manager.request(d)
 
     # ---- records (keyed side) --------------------------------------------------------
     def process_element(self, value, ctx):
@@ -251,11 +254,9 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
 
     def _hold(self, raw: bytes, km: KeyModels, ctx):
         """No model is ready for this key: keep the record (bounded) or dead-letter it."""
-        never_had_one = km.current is None and km.next is None
-        if never_had_one and self.options.no_model_policy == "dead-letter":
-            yield DEAD_LETTERS, messages.dead_letter(
-                raw, "no-model", "no model has been published for this data type",
-                pb.DataRecord.FromString(raw))
+        unservable = self._unservable(km) if self.options.no_model_policy == "dead-letter" else ""
+        if unservable:
+            yield DEAD_LETTERS, messages.dead_letter(raw, "no-model", unservable, pb.DataRecord.FromString(raw))
             return
         if km.held >= self.options.max_held_records:
             yield DEAD_LETTERS, messages.dead_letter(
@@ -267,6 +268,18 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
         km.held += 1
         if km.held == 1:
             self._poll_again(ctx)
+
+    def _unservable(self, km: KeyModels) -> str:
+        """Why no model will serve this key soon ("" while its first model is loading)."""
+        if km.current is not None:
+            return ""
+        if km.next is None:
+            return "no model has been published for this data type"
+        status = self.manager.get(km.next, current=True)
+        if status.state == ERROR:
+            return (f"its only model, {self._label(km.next)}, failed to load ({status.error}); "
+                    f"the load is retried every {self.manager.retry_after_s:.0f}s")
+        return ""
 
     def _poll_again(self, ctx) -> None:
         ctx.timer_service().register_processing_time_timer(
@@ -295,14 +308,14 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
             if tid not in known and tid != km.failed_id:
                 km.next = target
                 self.next_state.update(target.SerializeToString())
-                self.manager.request(target)
+                self.manager.request(target, current=km.current is None)
                 yield MODEL_EVENTS, self._event(Event.LOADING, data_type, target)
         if km.next is None:
             return
-        status = self.manager.get(km.next)
+        status = self.manager.get(km.next, current=km.current is None)
         if status.state == READY:
             yield from self._swap(data_type, km, status.servable)
-        elif status.state == ERROR:  # reported by _collect_loads
+        elif status.state == ERROR and km.current is not None:  # reported by _collect_loads
             log.warning("data type %s keeps %s: %s", data_type, self._label(km.current), status.error)
             km.failed_id = str(descriptor_id(km.next))
             self.failed_state.update(km.failed_id)
@@ -326,7 +339,7 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
     def _servable(self, km: KeyModels) -> Servable | None:
         if km.current is None:
             return None
-        status = self.manager.get(km.current)  # after a restore or an eviction: reloads
+        status = self.manager.get(km.current, current=True)  # after a restore or an eviction: reloads
         return status.servable if status.state == READY else None
 
     # ---- scoring -------------------------------------------------------------------------

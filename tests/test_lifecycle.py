@@ -100,6 +100,28 @@ def test_manager_reports_failures_and_does_not_retry_at_once():
         manager.close()
 
 
+def test_a_current_model_loads_ahead_of_a_stuck_upgrade():
+    """After a restore a data type's current model must not queue behind a next model whose
+    store hangs: serving waits on the current one only."""
+    store_hangs = threading.Event()
+
+    def load(d):
+        if d.version == 2:
+            store_hangs.wait(10)
+        return Servable(d.name, d.version, d.model_type, FakeModel())
+
+    manager = ModelManager(load)
+    try:
+        manager.request(desc(2))  # the next model: its fetch hangs
+        assert manager.get(desc(1), current=True).state == LOADING
+        [(done, status)] = wait_collect(manager)
+        assert done.version == 1 and status.state == READY
+        assert manager.get(desc(2)).state == LOADING
+    finally:
+        store_hangs.set()
+        manager.close()
+
+
 def test_manager_survives_unexpected_exceptions_from_a_backend():
     manager = ModelManager(lambda d: 1 / 0)
     try:
