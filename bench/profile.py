@@ -5,7 +5,8 @@ waits until every model serves, then samples every Python worker of the job for
 `--seconds` and writes, per case, the folded stacks and a summary of the functions that
 take the most time (self and inclusive) to bench/results/profile-<kind>.txt.
 
-    python -m bench.profile --kind pmml [--records 100000] [--seconds 20] [--batch-size 256]
+    python -m bench.profile --kind pmml [--records 100000] [--seconds 20] [--batch-size 64]
+    python -m bench.profile --kind many [--models 1000]   # 1,000 data types, a small model each
 """
 
 from __future__ import annotations
@@ -20,8 +21,20 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-from bench.run import RESULTS, Bench, end_offset, group_processes, log, read_all, wait_for_results
+from bench.run import (
+    RESULTS,
+    Bench,
+    end_offset,
+    group_processes,
+    log,
+    produce_records,
+    publish_small_models,
+    read_all,
+    small_rows,
+    wait_for_results,
+)
 from infra.job_harness import RunningJob
+from scoring.operators import ScoringOptions
 from scoring.pb import scoring_pb2 as pb
 
 PY_SPY = Path(sys.executable).with_name("py-spy")
@@ -116,18 +129,25 @@ def summarize(folded: Path, top: int = 30) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--kind", choices=["passthrough", "pmml", "tf"], default="pmml")
+    p.add_argument("--kind", choices=["passthrough", "pmml", "tf", "many"], default="pmml")
+    p.add_argument("--models", type=int, default=1000, help="--kind many: data types, one model each")
     p.add_argument("--records", type=int, default=100_000)
     p.add_argument("--seconds", type=int, default=20)
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=ScoringOptions().batch_size, help="the job's default")
     args = p.parse_args(argv)
     with ExitStack() as stack:
-        bench = Bench(stack, args.records)
-        setup = bench.setup()
-        bench.publish(setup, "pmml" if args.kind == "passthrough" else args.kind, bench.data_types)
+        bench = Bench(stack, 1000 if args.kind == "many" else args.records)
+        extra: dict = {"batch_size": args.batch_size}
+        if args.kind == "many":  # as bench.run's many-models case: every record another data type
+            setup = bench.setup(shared_data=False)
+            data_types = publish_small_models(setup, args.models)
+            produce_records(setup.bootstrap, setup.topics["data"], small_rows(bench), args.records, data_types)
+            extra = {"batch_size": 64, "model_cache_size": args.models + 100}
+        else:
+            setup = bench.setup()
+            bench.publish(setup, "pmml" if args.kind == "passthrough" else args.kind, bench.data_types)
         job_args = setup.job_args(delivery="at-least-once", max_held_records=10**7,
-                                  batch_size=args.batch_size,
-                                  passthrough=str(args.kind == "passthrough").lower())
+                                  passthrough=str(args.kind == "passthrough").lower(), **extra)
         with RunningJob(job_args, setup.workdir / "job.log") as job:
             wait_for_results(setup, 5_000, job, timeout_s=300)  # models serve, the backlog flows
             workers, jvm = python_workers(job.proc.pid), jvm_of(job.proc.pid)
@@ -146,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     target = RESULTS / f"profile-{args.kind}.txt"
     target.write_text(f"# py-spy of the scoring job's Python workers, kind={args.kind}, "
-                      f"batch size {args.batch_size}, {args.seconds}s at {time.strftime('%Y-%m-%d %H:%M')}\n\n"
+                      f"batch size {extra['batch_size']}, {args.seconds}s at {time.strftime('%Y-%m-%d %H:%M')}\n\n"
                       + report)
     print(report)
     log(f"wrote {target}")

@@ -201,7 +201,8 @@ class Bench:
 
     def run_job(self, setup: ScoringSetup, n: int, timeout_s: float, **job_args) -> tuple[list, dict]:
         env = {**os.environ, "SCORING_EXTRA_BACKENDS": "99=bench.remote_model:RemoteHttpBackend"}
-        job_args = {"batch_max_wait_ms": ScoringOptions().batch_max_wait_ms, **job_args}  # the job's default
+        defaults = ScoringOptions()  # the job's, where a case does not say otherwise
+        job_args = {"batch_size": defaults.batch_size, "batch_max_wait_ms": defaults.batch_max_wait_ms, **job_args}
         args = setup.job_args(delivery="at-least-once", max_held_records=10**7, **job_args)
         with RunningJob(args, setup.workdir / "job.log", env=env) as job:
             waited = wait_for_results(setup, n, job, timeout_s)
@@ -249,9 +250,10 @@ def raw_library(bench: Bench, n: int = 100_000, batch: int = 256) -> dict[str, f
 
 
 def throughput_case(bench: Bench, kind: str, parallelism: int, n: int) -> dict:
+    """The job with its default batch size and wait, as users run it (the sweep varies them)."""
     setup = bench.setup()
     bench.publish(setup, "pmml" if kind == "passthrough" else kind, bench.data_types)
-    results, info = bench.run_job(setup, n, timeout_s=900, parallelism=parallelism, batch_size=256,
+    results, info = bench.run_job(setup, n, timeout_s=900, parallelism=parallelism,
                                   passthrough=str(kind == "passthrough").lower())
     rps = throughput(results, info["events"])
     log(f"{kind} p={parallelism}: {len(results)} of {n} scored, {rps:,.0f} records/s")
@@ -349,9 +351,12 @@ def swap_case(bench: Bench, publishes: int = 10, rate: int = 500, gap_s: float =
     return result
 
 
+SMALL_MODEL_INPUTS = ("alcohol", "malic_acid", "ash")
+
+
 def small_pmml(k: int) -> str:
     """A small linear regression PMML, different coefficients per model."""
-    fields = ["alcohol", "malic_acid", "ash"]
+    fields = SMALL_MODEL_INPUTS
     coefficients = "".join(f'<NumericPredictor name="{f}" coefficient="{(k % 7 + 1) * 0.1 * (i + 1):.3f}"/>'
                            for i, f in enumerate(fields))
     data_fields = "".join(f'<DataField name="{f}" optype="continuous" dataType="double"/>' for f in fields)
@@ -365,17 +370,24 @@ def small_pmml(k: int) -> str:
             f'</RegressionModel></PMML>')
 
 
+def publish_small_models(setup: ScoringSetup, models: int) -> list[str]:
+    """One small PMML model per data type t0..t<models-1>, inline; returns the data types."""
+    data_types = [f"t{k}" for k in range(models)]
+    descriptors = [pb.ModelDescriptor(name=f"m{k}", data_type=data_type, model_type=pb.PMML, version=1,
+                                      inline_bytes=small_pmml(k).encode(), publish_time_ms=int(time.time() * 1000))
+                   for k, data_type in enumerate(data_types)]
+    cli.send_messages(setup.bootstrap, setup.topics["models"], descriptors)
+    return data_types
+
+
+def small_rows(bench: Bench) -> list[dict]:
+    return [{k: r[k] for k in SMALL_MODEL_INPUTS} for r in bench.rows]
+
+
 def many_models(bench: Bench, models: int, n: int) -> dict:
     setup = bench.setup(shared_data=False)
-    data_types = [f"t{k}" for k in range(models)]
-    descriptors = []
-    for k, data_type in enumerate(data_types):
-        body = small_pmml(k).encode()
-        descriptors.append(pb.ModelDescriptor(
-            name=f"m{k}", data_type=data_type, model_type=pb.PMML, version=1, inline_bytes=body,
-            publish_time_ms=int(time.time() * 1000)))
-    cli.send_messages(setup.bootstrap, setup.topics["models"], descriptors)
-    rows = [{k: r[k] for k in ("alcohol", "malic_acid", "ash")} for r in bench.rows]
+    data_types = publish_small_models(setup, models)
+    rows = small_rows(bench)
     # One record per data type first, so every model is loaded before the timed records.
     produce_records(setup.bootstrap, setup.topics["data"], rows, models, data_types, prefix="warm")
     args = setup.job_args(delivery="at-least-once", batch_size=64, model_cache_size=models + 100)
@@ -462,7 +474,7 @@ def main(argv: list[str] | None = None) -> int:
             report["swap"] = swap_case(bench)
             write_report(report)
         if "many_models" in only:
-            report["many_models"] = many_models(bench, args.models, max(args.records // 8, 1000))
+            report["many_models"] = many_models(bench, args.models, max(args.records // 4, 1000))
             write_report(report)
         if "batch_sweep" in only:
             report["batch_sweep"] = batch_sweep(bench, max(args.records // 8, 1000))
