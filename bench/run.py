@@ -237,7 +237,8 @@ def raw_library(bench: Bench, n: int = 100_000, batch: int = 256) -> dict[str, f
                                       ("raw_tf_rps", pb.TENSORFLOW_SAVED_MODEL, packed)]:
         model = backend_for(model_type).load(artifact)
         rows = list(itertools.islice(itertools.cycle(bench.rows), batch))
-        for _ in range(5):  # JIT / graph warm-up
+        warm_until = time.monotonic() + 10  # pmml4s's JVM JIT takes ~50k records to settle
+        while time.monotonic() < warm_until:
             model.predict([model.prepare(r) for r in rows])
         started, done = time.perf_counter(), 0
         while done < n:

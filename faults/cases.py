@@ -474,7 +474,7 @@ def warm_up_fails(world: World, scratch: Path):
     throws = bad_models.warm_up_throws(world.samples["digits-tf"] / "saved_model", scratch / "throws")
     d1 = published(world, throws, pb.TENSORFLOW_SAVED_MODEL)
     d2 = published(world, bad_models.nan_model(), pb.TENSORFLOW_SAVED_MODEL)
-    return [error(d1, "warm-up failed: the model threw"), error(d2, "non-finite output")], []
+    return [error(d1, "the model threw"), error(d2, "non-finite output")], []
 
 
 def older_without_rollback(world: World, scratch: Path):

@@ -84,7 +84,7 @@ def warm_up(model: LoadedModel, samples: Sequence[Mapping[str, PyValue]] | None 
     samples = list(samples) if samples is not None else model.warm_up_inputs()
     if not samples:
         raise WarmUpError("no warm-up inputs: ship them with the model or declare its inputs")
-    for outcome in score_batch(model, samples):
-        if not outcome.ok:
-            raise WarmUpError(f"warm-up failed: {outcome.error}")
+    for i, outcome in enumerate(score_batch(model, samples), 1):
+        if not outcome.ok:  # the manager's ERROR says "warm-up failed: " before this
+            raise WarmUpError(f"input {i} of {len(samples)}: {outcome.error}")
     return len(samples)
