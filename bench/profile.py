@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
             setup = bench.setup(shared_data=False)
             data_types = publish_small_models(setup, args.models)
             produce_records(setup.bootstrap, setup.topics["data"], small_rows(bench), args.records, data_types)
-            extra = {"batch_size": 64, "model_cache_size": args.models + 100}
+            extra["model_cache_size"] = args.models + 100
         else:
             setup = bench.setup()
             bench.publish(setup, "pmml" if args.kind == "passthrough" else args.kind, bench.data_types)

@@ -226,7 +226,7 @@ def _wait_while_sending(job: Job, send: Callable, rows: list[dict], sent: list[s
     matches (the ids go to `sent`)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        sent += send(rows[:1], f"nudge-{len(sent)}-{time.time_ns()}")
+        sent.extend(send(rows[:1], f"nudge-{len(sent)}-{time.time_ns()}"))
         time.sleep(1)
         found = job.outputs.events(match)
         if found:

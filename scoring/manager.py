@@ -2,9 +2,9 @@
 
 It loads model versions on a background thread (fetch, load, warm up: see
 `scoring.loader`) and keeps the READY ones in a bounded LRU cache keyed by
-(name, version), shared by every data type that uses the same model. A data type's
-current model (to reload after a restore or an eviction) loads on a thread of its own,
-never queued behind upgrades to next models, which may be slow or failing. Its state
+(name, version), shared by every data type that uses the same model. A model a data
+type is waiting for (its current one after a restore or an eviction, or its first) loads
+on a thread of its own, never queued behind upgrades, which may be slow or failing. Its state
 changes only on the caller's (operator) thread, when `get` collects a finished load:
 a model is never visible before it is completely loaded and warmed up.
 """
@@ -51,24 +51,24 @@ class ModelManager:
         self._failed: dict[ModelKey, tuple[str, float]] = {}
         self._executors = {
             False: ThreadPoolExecutor(workers, thread_name_prefix="model-loader"),
-            True: ThreadPoolExecutor(1, thread_name_prefix="model-loader-current"),
+            True: ThreadPoolExecutor(1, thread_name_prefix="model-loader-urgent"),
         }
 
     @staticmethod
     def key(d: pb.ModelDescriptor) -> ModelKey:
         return (d.name, d.version)
 
-    def request(self, d: pb.ModelDescriptor, current: bool = False) -> None:
+    def request(self, d: pb.ModelDescriptor, urgent: bool = False) -> None:
         """Start loading `d` in the background unless it is ready, loading, or failed lately.
-        `current`: a data type serves with `d` and waits for it; it goes ahead of upgrades."""
+        `urgent`: a data type has no other model to serve with; `d` goes ahead of upgrades."""
         key = self.key(d)
         if key in self._ready or key in self._loading or self._failed_recently(key):
             return
         self._failed.pop(key, None)
         log.info("model %s v%s: LOADING", *key)
-        self._loading[key] = (d, self._executors[current].submit(self._load, d))
+        self._loading[key] = (d, self._executors[urgent].submit(self._load, d))
 
-    def get(self, d: pb.ModelDescriptor, current: bool = False) -> LoadStatus:
+    def get(self, d: pb.ModelDescriptor, urgent: bool = False) -> LoadStatus:
         """Where `d` stands now; requests it if nobody has. Call `collect` first."""
         key = self.key(d)
         if key in self._ready:
@@ -78,7 +78,7 @@ class ModelManager:
             return LoadStatus(LOADING)
         if self._failed_recently(key):
             return LoadStatus(ERROR, error=self._failed[key][0])
-        self.request(d, current)
+        self.request(d, urgent)
         return LoadStatus(LOADING)
 
     def collect(self) -> list[tuple[pb.ModelDescriptor, LoadStatus]]:

@@ -275,7 +275,7 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
             return ""
         if km.next is None:
             return "no model has been published for this data type"
-        status = self.manager.get(km.next, current=True)
+        status = self.manager.get(km.next, urgent=True)
         if status.state == ERROR:
             return (f"its only model, {self._label(km.next)}, failed to load ({status.error}); "
                     f"the load is retried every {self.manager.retry_after_s:.0f}s")
@@ -308,11 +308,11 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
             if tid not in known and tid != km.failed_id:
                 km.next = target
                 self.next_state.update(target.SerializeToString())
-                self.manager.request(target, current=km.current is None)
+                self.manager.request(target, urgent=km.current is None)
                 yield MODEL_EVENTS, self._event(Event.LOADING, data_type, target)
         if km.next is None:
             return
-        status = self.manager.get(km.next, current=km.current is None)
+        status = self.manager.get(km.next, urgent=km.current is None)
         if status.state == READY:
             yield from self._swap(data_type, km, status.servable)
         elif status.state == ERROR and km.current is not None:  # reported by _collect_loads
@@ -339,7 +339,7 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
     def _servable(self, km: KeyModels) -> Servable | None:
         if km.current is None:
             return None
-        status = self.manager.get(km.current, current=True)  # after a restore or an eviction: reloads
+        status = self.manager.get(km.current, urgent=True)  # after a restore or an eviction: reloads
         return status.servable if status.state == READY else None
 
     # ---- scoring -------------------------------------------------------------------------

@@ -113,7 +113,7 @@ def test_a_current_model_loads_ahead_of_a_stuck_upgrade():
     manager = ModelManager(load)
     try:
         manager.request(desc(2))  # the next model: its fetch hangs
-        assert manager.get(desc(1), current=True).state == LOADING
+        assert manager.get(desc(1), urgent=True).state == LOADING
         [(done, status)] = wait_collect(manager)
         assert done.version == 1 and status.state == READY
         assert manager.get(desc(2)).state == LOADING

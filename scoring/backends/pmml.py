@@ -2,10 +2,9 @@
 
 pypmml's default Py4J gateway costs about 1 ms per call; JPype about 27 us. A batch goes
 to pmml4s in one JVM call, as JSON in its "split" layout (columns + rows), and comes back
-the same way. One call per batch matters inside the job: each JVM call releases the GIL,
-and getting it back from the PyFlink harness threads costs more than the call itself
-(per-record calls measured ~3x their in-isolation cost in the job). pypmml's own
-DataFrame path goes through pandas and costs ~8 ms per call.
+the same way: ~52 us per record of the wine model in isolation against ~70 for one call
+per record, and one GIL release per batch instead of per record. pypmml's own DataFrame
+path goes through pandas and costs ~8 ms per call.
 """
 
 from __future__ import annotations
