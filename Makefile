@@ -44,7 +44,7 @@ lib/.fetched: jvm/pom.xml
 	@touch $@
 
 protos: venv
-	$(PY) -m scoring.pb.generate
+	$(PY) -m contract.generate
 
 flink-conf: venv
 	@$(PY) -m infra.flink_cluster render >/dev/null
@@ -56,7 +56,7 @@ lint: venv
 	$(VENV)/bin/ruff check .
 
 demo: setup
-	$(PY) -m jobs.demo
+	$(PY) -m demo
 
 # The scoring job on a local MiniCluster, against `make kafka-up` and `make store-up`.
 job: setup
@@ -90,9 +90,9 @@ cluster-down:
 	$(PY) -m infra.flink_cluster stop
 
 store-up: setup
-	$(PY) -m model_store.server start
+	$(PY) -m infra.store_service start
 store-down:
-	$(PY) -m model_store.server stop
+	$(PY) -m infra.store_service stop
 
 # Sample models and their expected predictions, in .run/samples/.
 models: setup

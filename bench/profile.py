@@ -33,9 +33,9 @@ from bench.run import (
     small_rows,
     wait_for_results,
 )
+from contract import scoring_pb2 as pb
 from infra.job_harness import RunningJob
-from scoring.operators import ScoringOptions
-from scoring.pb import scoring_pb2 as pb
+from scoring.options import ScoringOptions
 
 PY_SPY = Path(sys.executable).with_name("py-spy")
 

@@ -27,18 +27,19 @@ from pathlib import Path
 import numpy as np
 from kafka import KafkaConsumer, TopicPartition
 
+from contract import scoring_pb2 as pb
+from contract.values import make_record
 from infra import paths
 from infra.job_harness import RunningJob, ScoringSetup
 from infra.kafka_broker import KafkaBroker
 from infra.procs import free_port, port_is_open, wait_until
-from infra.topics import committed_reader, create_topics, produce
+from infra.topics import create_topics
 from model_store import cli
+from model_store.kafka_io import committed_reader, produce
 from model_store.repository import ModelRepository
 from model_store.server import ModelStoreServer
 from samples.build import build_all
-from scoring.operators import ScoringOptions
-from scoring.pb import scoring_pb2 as pb
-from scoring.values import make_record
+from scoring.options import ScoringOptions
 
 RESULTS = paths.ROOT / "bench" / "results"
 DATA_TYPES = 8  # records are spread over this many data types, so parallelism 2 has work for both

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 
 from google.protobuf.message import DecodeError
 
+from contract import scoring_pb2 as pb
+from contract.values import make_record
 from faults.outputs import DEAD, SCORE, Sent, digest, raw
-from scoring.pb import scoring_pb2 as pb
-from scoring.values import make_record
 
 Row = dict[str, float]
 

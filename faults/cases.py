@@ -18,13 +18,13 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
+from contract import scoring_pb2 as pb
 from faults import bad_models, bad_records, disrupt
 from faults.outputs import DEAD, EITHER, Score, Sent, is_event, raw, records
 from faults.report import EXACTLY_ONCE, CaseResult, Check
 from faults.store import Fault
 from faults.stream import Section
 from faults.world import MAX_ARTIFACT_BYTES, MAX_RECORD_BYTES, RECOVERY_TIMEOUT_S, Job, World, say
-from scoring.pb import scoring_pb2 as pb
 
 Event = pb.ModelEvent
 Case = Callable[[World], list[CaseResult]]

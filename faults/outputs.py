@@ -13,10 +13,10 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from contract import scoring_pb2 as pb
 from infra.job_harness import ScoringSetup, describe
 from infra.topics import TopicTail
 from model_store.status import fold
-from scoring.pb import scoring_pb2 as pb
 
 SCORE, DEAD = "score", "dead"
 EITHER = "either"  # scored, or dead-lettered with the expected reason: timing decides

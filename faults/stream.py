@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from kafka import KafkaProducer
 
-from scoring.values import make_record
+from contract.values import make_record
 
 
 @dataclass

@@ -11,6 +11,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
+from contract import scoring_pb2 as pb
 from faults.outputs import JobOutputs, is_event, records
 from faults.report import EXACTLY_ONCE
 from faults.store import FaultyStore
@@ -22,7 +23,6 @@ from infra.procs import free_port, wait_until
 from model_store import cli
 from model_store.repository import ModelRepository, StoredModel
 from samples.build import build_all
-from scoring.pb import scoring_pb2 as pb
 
 MAX_RECORD_BYTES = 64 * 1024
 MAX_ARTIFACT_BYTES = 2 * 1024 * 1024

@@ -21,6 +21,7 @@ from string import Template
 
 from infra import paths
 from infra.procs import ensure_port_free, port_is_open, wait_until
+from jobs.jars import kafka_connector_jar
 
 REST_PORT = 8081
 RPC_PORT = 6123
@@ -145,7 +146,7 @@ def flink_run(args: list[str], **kwargs) -> subprocess.CompletedProcess:
 def submit_scoring_job(job_args: list[str]) -> str:
     """`flink run -d` the scoring job with the connector jar; returns the job id."""
     done = flink_run(["-d", "-py", str(paths.ROOT / "jobs" / "scoring_job.py"),
-                      "-j", str(paths.kafka_connector_jar()), *job_args],
+                      "-j", str(kafka_connector_jar()), *job_args],
                      capture_output=True, text=True, timeout=300)
     found = re.search(r"JobID ([0-9a-f]{32})", done.stdout)
     if done.returncode != 0 or not found:

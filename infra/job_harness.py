@@ -12,12 +12,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from contract import scoring_pb2 as pb
+from contract.values import make_record
 from infra import paths
-from infra.topics import consume, create_topics, produce, unique_topics
+from infra.topics import create_topics, unique_topics
 from model_store import cli
+from model_store.kafka_io import consume, produce
 from model_store.repository import ModelRepository
-from scoring.pb import scoring_pb2 as pb
-from scoring.values import make_record
 
 ROLES = ("data", "models", "scores", "dead-letters", "model-events")
 

@@ -197,7 +197,7 @@ def default_broker(port: int | None = None, data_dir: Path | None = None) -> Kaf
 
 
 def main(argv: list[str] | None = None) -> int:
-    from jobs.config import TopicNames
+    from contract.topics import TopicNames
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("command", choices=["start", "stop", "status", "topics"])

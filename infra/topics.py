@@ -1,16 +1,17 @@
-"""Produce to and read from Kafka topics with kafka-python (tests, demo, benchmarks)."""
+"""Kafka topics for tests, the demo and benchmarks: create them, name them, follow them.
+Producing and reading is `model_store.kafka_io`."""
 
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterable
 
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 
 from infra.procs import wait_until
+from model_store.kafka_io import committed_reader
 
 
 def create_topics(bootstrap: str, names: Iterable[str], partitions: int = 1) -> None:
@@ -30,64 +31,6 @@ def unique_topics(*roles: str) -> dict[str, str]:
     """Fresh topic names for one test run: role -> name."""
     tag = uuid.uuid4().hex[:8]
     return {role: f"{role}-{tag}" for role in roles}
-
-
-def produce(bootstrap: str, topic: str, values: Iterable[bytes], key: bytes | None = None) -> int:
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20,
-                             batch_size=1 << 20, max_request_size=16 * 1024 * 1024)
-    n = 0
-    try:
-        for value in values:
-            producer.send(topic, value, key=key)
-            n += 1
-        producer.flush()
-    finally:
-        producer.close()
-    return n
-
-
-def committed_reader(bootstrap: str, *topics: str) -> KafkaConsumer:
-    """A consumer of `topics` from their beginning, committed records only, no group."""
-    return KafkaConsumer(
-        *topics,
-        bootstrap_servers=bootstrap,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        isolation_level="read_committed",
-        group_id=None,
-        fetch_max_bytes=64 * 1024 * 1024,
-        max_partition_fetch_bytes=16 * 1024 * 1024,
-    )
-
-
-def consume(
-    bootstrap: str,
-    topic: str,
-    expected: int | None = None,
-    timeout_s: float = 60,
-    idle_s: float = 3,
-) -> list[bytes]:
-    """Read a topic from the beginning, committed records only (`read_committed`).
-
-    Stops when `expected` values arrived (then waits `idle_s` more to catch extras),
-    or when `timeout_s` passed.
-    """
-    consumer = committed_reader(bootstrap, topic)
-    values: list[bytes] = []
-    deadline = time.monotonic() + timeout_s
-    extra_until: float | None = None
-    try:
-        while time.monotonic() < deadline:
-            batch = consumer.poll(timeout_ms=500)
-            for records in batch.values():
-                values.extend(r.value for r in records)
-            if expected is not None and len(values) >= expected:
-                extra_until = extra_until or time.monotonic() + idle_s
-                if time.monotonic() >= extra_until:
-                    break
-    finally:
-        consumer.close()
-    return values
 
 
 class TopicTail(threading.Thread):

@@ -15,7 +15,7 @@ from pyflink.datastream.connectors.kafka import (
     KafkaSource,
 )
 
-from infra.paths import kafka_connector_jar
+from jobs.jars import kafka_connector_jar
 
 STARTING_OFFSETS = {
     "earliest": KafkaOffsetsInitializer.earliest,

@@ -16,7 +16,7 @@ import tempfile
 
 from pyflink.common import Types, WatermarkStrategy
 
-from jobs.config import TopicNames
+from contract.topics import TopicNames
 from jobs.flink_env import (
     DELIVERY,
     STARTING_OFFSETS,
@@ -24,7 +24,7 @@ from jobs.flink_env import (
     bytes_source,
     execution_environment,
 )
-from scoring.operators import (
+from jobs.operators import (
     ACCEPTED_MODELS,
     BYTES,
     DEAD_LETTERS,
@@ -33,8 +33,8 @@ from scoring.operators import (
     ParseDescriptors,
     ParseRecords,
     ScoreRecords,
-    ScoringOptions,
 )
+from scoring.options import ScoringOptions
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

@@ -20,11 +20,13 @@ import sys
 import time
 from pathlib import Path
 
-from jobs.config import TopicNames
+from contract import scoring_pb2 as pb
+from contract.topics import TopicNames
+from contract.values import make_record
+from model_store.kafka_io import consume, produce
 from model_store.repository import ModelRepository, StoredModel
 from model_store.server import DEFAULT_PORT, DEFAULT_ROOT
-from scoring.pb import scoring_pb2 as pb
-from scoring.values import make_record
+from model_store.status import fold, render
 
 TYPES = {"pmml": pb.PMML, "tensorflow": pb.TENSORFLOW_SAVED_MODEL}
 DEFAULT_INLINE_MAX = 256 * 1024
@@ -47,8 +49,6 @@ def descriptor_for(repo: ModelRepository, stored: StoredModel, base_url: str,
 
 
 def send_messages(bootstrap: str, topic: str, messages, key=None) -> int:
-    from infra.topics import produce
-
     return produce(bootstrap, topic, (m.SerializeToString() for m in messages), key=key)
 
 
@@ -94,9 +94,6 @@ def cmd_send(args, repo: ModelRepository) -> int:
 
 
 def cmd_status(args, repo: ModelRepository) -> int:
-    from infra.topics import consume
-    from model_store.status import fold, render
-
     events = [pb.ModelEvent.FromString(v)
               for v in consume(args.bootstrap_servers, args.events_topic, timeout_s=args.timeout)]
     print(render(fold(events)))

@@ -19,15 +19,15 @@ from pathlib import Path
 
 import requests
 
-from scoring.errors import ModelLoadError
-from scoring.pb import scoring_pb2 as pb
+from contract import scoring_pb2 as pb
 
 MiB = 1024 * 1024
 RETRYABLE_STATUS = {408, 425, 429, 500, 502, 503, 504}
 
 
-class FetchError(ModelLoadError):
-    stage = "fetch"
+class FetchError(Exception):
+    """The artifact cannot be had: not allowed, not found, too big, or not the bytes the
+    descriptor names. The message says which."""
 
 
 @dataclass(frozen=True)

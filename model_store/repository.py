@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from scoring.pb import scoring_pb2 as pb
+from contract import scoring_pb2 as pb
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 ARTIFACT_FILES = {pb.PMML: "model.pmml", pb.TENSORFLOW_SAVED_MODEL: "model.tar.gz"}

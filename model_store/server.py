@@ -1,7 +1,7 @@
 """Serves a model repository read-only over HTTP, on 127.0.0.1.
 
     python -m model_store.server --root .run/model-store --port 8765
-    python -m model_store.server start|stop    (background, pid in the root: make store-up)
+    (in the background: `make store-up`, `infra/store_service.py`)
 
 GET /<name>/<version>/<file> returns an artifact; GET /healthz answers "ok".
 """
@@ -12,18 +12,15 @@ import argparse
 import functools
 import os
 import signal
-import subprocess
 import sys
 import threading
 from http import HTTPStatus
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from infra import paths
-from infra.procs import ensure_port_free, port_is_open, stop_pid, wait_until
-
 DEFAULT_PORT = 8765
-DEFAULT_ROOT = paths.RUN / "model-store"
+# The checkout's runtime folder (.run/, beside infra's broker and cluster data).
+DEFAULT_ROOT = Path(__file__).resolve().parents[1] / ".run" / "model-store"
 
 
 class ArtifactHandler(SimpleHTTPRequestHandler):
@@ -70,51 +67,17 @@ class ModelStoreServer:
         self.httpd.server_close()
 
 
-def _pid_file(root: Path) -> Path:
-    return root / ".server.pid"
-
-
-def start_background(root: Path, port: int) -> None:
-    root.mkdir(parents=True, exist_ok=True)
-    if port_is_open(port):
-        ensure_port_free(port, "model store")
-    log = open(root / ".server.log", "ab")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "model_store.server", "serve", "--root", str(root), "--port", str(port)],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    _pid_file(root).write_text(str(proc.pid))
-    wait_until(lambda: port_is_open(port), 30, f"model store on port {port}",
-               alive=lambda: proc.poll() is None, logs=[root / ".server.log"])
-    print(f"model store serving {root} at http://127.0.0.1:{port}")
-
-
-def stop_background(root: Path) -> None:
-    try:
-        stop_pid(int(_pid_file(root).read_text()), signal.SIGTERM, grace_s=10)
-    except (FileNotFoundError, ValueError):
-        pass
-    _pid_file(root).unlink(missing_ok=True)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("command", nargs="?", default="serve", choices=["serve", "start", "stop"])
     parser.add_argument("--root", type=Path, default=Path(os.environ.get("MODEL_STORE_ROOT", DEFAULT_ROOT)))
     parser.add_argument("--port", type=int, default=int(os.environ.get("MODEL_STORE_PORT", DEFAULT_PORT)))
     args = parser.parse_args(argv)
-    if args.command == "start":
-        start_background(args.root, args.port)
-    elif args.command == "stop":
-        stop_background(args.root)
-        print("model store stopped")
-    else:
-        args.root.mkdir(parents=True, exist_ok=True)
-        server = ModelStoreServer(args.root, args.port)
-        signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.httpd.shutdown).start())
-        print(f"serving {args.root} at {server.base_url}", flush=True)
-        server.httpd.serve_forever()
-        server.httpd.server_close()
+    args.root.mkdir(parents=True, exist_ok=True)
+    server = ModelStoreServer(args.root, args.port)
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.httpd.shutdown).start())
+    print(f"serving {args.root} at {server.base_url}", flush=True)
+    server.httpd.serve_forever()
+    server.httpd.server_close()
     return 0
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from scoring.pb import scoring_pb2 as pb
+from contract import scoring_pb2 as pb
 
 State = pb.ModelEvent.State
 

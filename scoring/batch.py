@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from contract.values import PyValue
 from scoring.backends.base import LoadedModel, Outputs
 from scoring.errors import PredictionError, RecordError, WarmUpError
-from scoring.values import PyValue
 
 
 @dataclass(frozen=True)

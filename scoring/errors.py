@@ -13,6 +13,12 @@ class ModelLoadError(ScoringError):
     stage = "load"
 
 
+class ArtifactFetchError(ModelLoadError):
+    """The model store's fetcher could not deliver the artifact (`model_store.fetcher.FetchError`)."""
+
+    stage = "fetch"
+
+
 class UnknownModelTypeError(ModelLoadError):
     """No backend is registered for the descriptor's model type."""
 

@@ -9,12 +9,12 @@ from dataclasses import dataclass, field
 
 from google.protobuf.message import DecodeError
 
-from model_store.fetcher import ArtifactFetcher
+from contract import scoring_pb2 as pb
+from model_store.fetcher import ArtifactFetcher, FetchError
 from scoring.backends.base import LoadedModel
 from scoring.backends.registry import BACKENDS, backend_for
 from scoring.batch import warm_up
-from scoring.errors import ModelLoadError
-from scoring.pb import scoring_pb2 as pb
+from scoring.errors import ArtifactFetchError, ModelLoadError
 
 
 class DescriptorError(ModelLoadError):
@@ -67,7 +67,10 @@ def check_descriptor(d: pb.ModelDescriptor) -> None:
 
 def load_servable(descriptor: pb.ModelDescriptor, fetcher: ArtifactFetcher) -> Servable:
     """Fetch, load and warm up. Raises a ModelLoadError subclass on any failure."""
-    fetched = fetcher.fetch(descriptor)
+    try:
+        fetched = fetcher.fetch(descriptor)
+    except FetchError as err:
+        raise ArtifactFetchError(str(err)) from err
     started = time.monotonic()
     model = backend_for(descriptor.model_type).load(fetched.path, descriptor.signature_name)
     loaded = time.monotonic()

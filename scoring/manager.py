@@ -18,9 +18,9 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
+from contract import scoring_pb2 as pb
 from scoring.errors import ModelLoadError
 from scoring.loader import Servable
-from scoring.pb import scoring_pb2 as pb
 
 log = logging.getLogger(__name__)
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import time
 
-from scoring.pb import scoring_pb2 as pb
+from contract import scoring_pb2 as pb
+from contract.values import fill_map
+from scoring.batch import Outcome
+from scoring.loader import Servable
 from scoring.stats import ModelStats
-from scoring.values import fill_map
 
 
 def now_ms() -> int:
@@ -42,3 +44,14 @@ def model_event(state: int, data_type: str, name: str = "", version: int = 0, re
     if stats is not None:
         event.stats.update(stats.as_map())
     return event.SerializeToString()
+
+
+def result_or_failure(record: pb.DataRecord, outcome: Outcome,
+                      servable: Servable) -> tuple[bytes | None, tuple[str, str] | None]:
+    """The result message, or the (stage, reason) for the dead letter."""
+    if not outcome.ok:
+        return None, (outcome.error.stage, str(outcome.error))
+    try:
+        return result(record, servable.name, servable.version, outcome.outputs), None
+    except (TypeError, ValueError) as err:  # the backend returned what a Value cannot hold
+        return None, ("score", f"the model's outputs cannot be written as a ScoringResult: {err}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from scoring.pb import scoring_pb2 as pb
+from contract import scoring_pb2 as pb
 
 DescriptorId = tuple[str, int, int, int]
 

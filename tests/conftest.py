@@ -18,6 +18,7 @@ import pytest
 from infra import flink_cluster, paths
 from infra.kafka_broker import KafkaBroker
 from infra.procs import free_port
+from jobs.jars import kafka_connector_jar
 
 
 @pytest.fixture(scope="session")
@@ -73,7 +74,7 @@ def job_runner():
 
 
 def connector_jar() -> Path:
-    return paths.kafka_connector_jar()
+    return kafka_connector_jar()
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from contract import scoring_pb2 as pb
 from model_store.repository import pack_saved_model
 from scoring.backends.registry import backend_for
 from scoring.batch import score_batch, warm_up
@@ -21,7 +22,6 @@ from scoring.errors import (
     UnknownModelTypeError,
     WarmUpError,
 )
-from scoring.pb import scoring_pb2 as pb
 from tests.conftest import load_samples
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from infra import flink_cluster, paths
-from infra.topics import consume, create_topics, produce, unique_topics
+from infra.topics import create_topics, unique_topics
+from jobs.jars import kafka_connector_jar
+from model_store.kafka_io import consume, produce
 
 pytestmark = pytest.mark.integration
 
@@ -45,7 +47,7 @@ def test_copy_job_on_minicluster(kafka, job_runner, delivery):
 def test_copy_job_with_flink_run(kafka, standalone_cluster):
     topics = _topics(kafka)
     done = flink_cluster.flink_run(
-        ["-py", str(paths.ROOT / "jobs" / "copy_topic.py"), "-j", str(paths.kafka_connector_jar()),
+        ["-py", str(paths.ROOT / "jobs" / "copy_topic.py"), "-j", str(kafka_connector_jar()),
          *_args(kafka, topics, "at-least-once")],
         capture_output=True, text=True, timeout=300,
     )

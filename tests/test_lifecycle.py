@@ -7,11 +7,11 @@ import time
 
 import pytest
 
+from contract import scoring_pb2 as pb
 from model_store.status import fold
 from scoring.errors import ModelLoadError
 from scoring.loader import DescriptorError, Servable, parse_descriptor
 from scoring.manager import ERROR, LOADING, READY, ModelManager
-from scoring.pb import scoring_pb2 as pb
 from scoring.policy import accept
 from scoring.stats import ModelStats
 
@@ -174,7 +174,7 @@ def test_status_folds_events_into_the_active_model_per_data_type():
 
 def test_an_output_that_cannot_be_encoded_becomes_a_dead_letter_reason():
     from scoring.batch import Outcome
-    from scoring.operators import result_or_failure
+    from scoring.messages import result_or_failure
 
     record = pb.DataRecord(record_id="r1", data_type="d")
     servable = Servable("m", 3, pb.PMML, FakeModel())

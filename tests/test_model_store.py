@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from contract import scoring_pb2 as pb
 from model_store import cli
 from model_store.fetcher import ArtifactFetcher, FetchError, FetchPolicy
 from model_store.repository import ModelRepository
 from model_store.server import ModelStoreServer
 from scoring.batch import score_batch
 from scoring.loader import load_servable, parse_descriptor
-from scoring.pb import scoring_pb2 as pb
 from tests.conftest import load_samples
 from tests.test_backends import assert_close
 
@@ -221,7 +221,8 @@ def test_inline_descriptor_verified(tmp_path):
 @pytest.mark.integration
 def test_publish_to_kafka_fetch_from_http_load_and_score(kafka, repo, store, samples, tmp_path, capsys):
     """publish -> descriptor on the real models topic -> fetch from the real store -> score."""
-    from infra.topics import consume, create_topics, unique_topics
+    from infra.topics import create_topics, unique_topics
+    from model_store.kafka_io import consume
 
     topics = unique_topics("models")
     create_topics(kafka.bootstrap_servers, topics.values())
@@ -249,7 +250,8 @@ def test_publish_to_kafka_fetch_from_http_load_and_score(kafka, repo, store, sam
 
 @pytest.mark.integration
 def test_send_sample_records(kafka, samples):
-    from infra.topics import consume, create_topics, unique_topics
+    from infra.topics import create_topics, unique_topics
+    from model_store.kafka_io import consume
 
     topics = unique_topics("data")
     create_topics(kafka.bootstrap_servers, topics.values())

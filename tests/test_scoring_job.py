@@ -9,13 +9,13 @@ import time
 import numpy as np
 import pytest
 
+from contract import scoring_pb2 as pb
+from contract.values import to_python
 from infra import flink_cluster
 from infra.job_harness import RunningJob, ScoringSetup, describe, latest_checkpoint
 from model_store import cli
 from model_store.repository import ModelRepository
 from model_store.server import ModelStoreServer
-from scoring.pb import scoring_pb2 as pb
-from scoring.values import to_python
 from tests.conftest import load_samples
 
 pytestmark = pytest.mark.integration

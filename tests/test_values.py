@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from scoring.pb import scoring_pb2 as pb
-from scoring.values import inputs_of, make_record, to_proto, to_python
+from contract import scoring_pb2 as pb
+from contract.values import inputs_of, make_record, to_proto, to_python
 
 
 @pytest.mark.parametrize("value", [1.5, 7, "text", b"\x00\xff"])

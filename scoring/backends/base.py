@@ -18,8 +18,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from contract.values import PyValue
 from scoring.errors import InputTypeError, MissingInputError
-from scoring.values import PyValue
 
 Kind = Literal["float", "int", "string"]
 Outputs = dict[str, Any]

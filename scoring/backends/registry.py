@@ -5,9 +5,9 @@ from __future__ import annotations
 import importlib
 import os
 
+from contract import scoring_pb2 as pb
 from scoring.backends.base import ModelBackend
 from scoring.errors import UnknownModelTypeError
-from scoring.pb import scoring_pb2 as pb
 
 # Imported on first use, so a job that serves only PMML never imports TensorFlow.
 BACKENDS: dict[int, str] = {

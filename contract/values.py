@@ -10,7 +10,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from scoring.pb import scoring_pb2 as pb
+from contract import scoring_pb2 as pb
 
 PyValue = float | int | str | bytes | np.ndarray
 

@@ -20,17 +20,18 @@ from pathlib import Path
 
 from kafka import KafkaConsumer
 
+from contract import scoring_pb2 as pb
+from contract.topics import TopicNames
+from contract.values import make_record
 from infra import flink_cluster, paths
 from infra.kafka_broker import KafkaBroker
 from infra.procs import free_port
-from infra.topics import create_topics, produce
-from jobs.config import TopicNames
+from infra.topics import create_topics
 from model_store import cli
+from model_store.kafka_io import produce
 from model_store.repository import ModelRepository
 from model_store.server import ModelStoreServer
 from samples.build import build_all
-from scoring.pb import scoring_pb2 as pb
-from scoring.values import make_record
 
 RATE_PER_S = 200
 PHASE_S = 20

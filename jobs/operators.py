@@ -1,4 +1,5 @@
-"""The PyFlink functions of the scoring job.
+"""The PyFlink functions of the scoring job: they move records and state in and out of
+Flink; what to do with them is decided by the PyFlink-free `scoring` package.
 
 - `ParseRecords`: bytes -> (data_type, bytes) keyed later by data type; bad bytes -> dead letters.
 - `ParseDescriptors`: bytes -> ModelDescriptor bytes; invalid ones -> REJECTED model events.
@@ -31,15 +32,16 @@ from pyflink.datastream.state import (
     ValueStateDescriptor,
 )
 
+from contract import scoring_pb2 as pb
+from contract.values import inputs_of
 from model_store.fetcher import ArtifactFetcher, FetchPolicy
 from scoring import messages
-from scoring.batch import Outcome, identity_batch, score_batch
+from scoring.batch import identity_batch, score_batch
 from scoring.loader import DescriptorError, Servable, load_servable, parse_descriptor
 from scoring.manager import ERROR, READY, ModelManager
-from scoring.pb import scoring_pb2 as pb
+from scoring.options import ScoringOptions
 from scoring.policy import accept, descriptor_id
 from scoring.stats import ModelStats
-from scoring.values import inputs_of
 
 log = logging.getLogger(__name__)
 
@@ -50,23 +52,6 @@ MODEL_EVENTS = OutputTag("model-events", BYTES)
 ACCEPTED_MODELS = MapStateDescriptor("accepted-models", Types.STRING(), BYTES)
 
 Event = pb.ModelEvent
-
-
-@dataclass(frozen=True)
-class ScoringOptions:
-    batch_size: int = 64
-    batch_max_wait_ms: int = 100  # one PyFlink bundle (--bundle-time-ms): results wait that long anyway
-    store_allow_list: tuple[str, ...] = ("http://127.0.0.1:8765/",)
-    model_cache_dir: str = "/tmp/flink-scoring-models"
-    model_cache_size: int = 256
-    max_artifact_bytes: int = 512 * 1024 * 1024
-    no_model_policy: str = "hold"  # or "dead-letter"
-    max_held_records: int = 10_000
-    load_poll_ms: int = 100
-    load_retry_s: float = 30.0  # a failed load is tried again after this long, if still wanted
-    stats_interval_ms: int = 10_000
-    max_record_bytes: int = 4 * 1024 * 1024
-    passthrough: bool = False  # benchmarks: the whole topology, but no model call
 
 
 class ParseRecords(ProcessFunction):
@@ -106,17 +91,6 @@ class ParseDescriptors(ProcessFunction):
             yield MODEL_EVENTS, messages.model_event(Event.REJECTED, "", reason=str(err))
             return
         yield value
-
-
-def result_or_failure(record: pb.DataRecord, outcome: Outcome,
-                      servable: Servable) -> tuple[bytes | None, tuple[str, str] | None]:
-    """The result message, or the (stage, reason) for the dead letter."""
-    if not outcome.ok:
-        return None, (outcome.error.stage, str(outcome.error))
-    try:
-        return messages.result(record, servable.name, servable.version, outcome.outputs), None
-    except (TypeError, ValueError) as err:  # the backend returned what a Value cannot hold
-        return None, ("score", f"the model's outputs cannot be written as a ScoringResult: {err}")
 
 
 @dataclass
@@ -364,7 +338,7 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
         elapsed = time.perf_counter() - started
         failed = 0
         for (raw, record), outcome in zip(records, outcomes, strict=True):
-            message, failure = result_or_failure(record, outcome, servable)
+            message, failure = messages.result_or_failure(record, outcome, servable)
             if failure is None:
                 yield message
             else:

@@ -1,4 +1,4 @@
-"""Generate scoring/pb/*_pb2.py from proto/ with protoc from grpcio-tools (`make protos`).
+"""Generate contract/*_pb2.py from proto/contract/ with protoc from grpcio-tools (`make protos`).
 
 Runs only when a .proto file is newer than its generated module."""
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 from grpc_tools import protoc
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 PROTO_ROOT = ROOT / "proto"
 
 

@@ -1,0 +1,67 @@
+"""Produce to and read from Kafka topics with kafka-python: what the `model-store` CLI
+needs (publish descriptors, send records, read model events), also used by the tools."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+from kafka import KafkaConsumer, KafkaProducer
+
+
+def produce(bootstrap: str, topic: str, values: Iterable[bytes], key: bytes | None = None) -> int:
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20,
+                             batch_size=1 << 20, max_request_size=16 * 1024 * 1024)
+    n = 0
+    try:
+        for value in values:
+            producer.send(topic, value, key=key)
+            n += 1
+        producer.flush()
+    finally:
+        producer.close()
+    return n
+
+
+def committed_reader(bootstrap: str, *topics: str) -> KafkaConsumer:
+    """A consumer of `topics` from their beginning, committed records only, no group."""
+    return KafkaConsumer(
+        *topics,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+        group_id=None,
+        fetch_max_bytes=64 * 1024 * 1024,
+        max_partition_fetch_bytes=16 * 1024 * 1024,
+    )
+
+
+def consume(
+    bootstrap: str,
+    topic: str,
+    expected: int | None = None,
+    timeout_s: float = 60,
+    idle_s: float = 3,
+) -> list[bytes]:
+    """Read a topic from the beginning, committed records only (`read_committed`).
+
+    Stops when `expected` values arrived (then waits `idle_s` more to catch extras),
+    or when `timeout_s` passed.
+    """
+    consumer = committed_reader(bootstrap, topic)
+    values: list[bytes] = []
+    deadline = time.monotonic() + timeout_s
+    extra_until: float | None = None
+    try:
+        while time.monotonic() < deadline:
+            batch = consumer.poll(timeout_ms=500)
+            for records in batch.values():
+                values.extend(r.value for r in records)
+            if expected is not None and len(values) >= expected:
+                extra_until = extra_until or time.monotonic() + idle_s
+                if time.monotonic() >= extra_until:
+                    break
+    finally:
+        consumer.close()
+    return values

@@ -1,0 +1,22 @@
+"""What the scoring operator is told by the job's flags (`jobs/scoring_job.py`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ScoringOptions:
+    batch_size: int = 64
+    batch_max_wait_ms: int = 100  # one PyFlink bundle (--bundle-time-ms): results wait that long anyway
+    store_allow_list: tuple[str, ...] = ("http://127.0.0.1:8765/",)
+    model_cache_dir: str = "/tmp/flink-scoring-models"
+    model_cache_size: int = 256
+    max_artifact_bytes: int = 512 * 1024 * 1024
+    no_model_policy: str = "hold"  # or "dead-letter"
+    max_held_records: int = 10_000
+    load_poll_ms: int = 100
+    load_retry_s: float = 30.0  # a failed load is tried again after this long, if still wanted
+    stats_interval_ms: int = 10_000
+    max_record_bytes: int = 4 * 1024 * 1024
+    passthrough: bool = False  # benchmarks: the whole topology, but no model call
