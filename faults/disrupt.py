@@ -10,7 +10,7 @@ from pathlib import Path
 
 from infra import flink_cluster
 from infra.kafka_broker import KafkaBroker
-from infra.procs import wait_until
+from infra.procs import alive, wait_until
 
 PYTHON_WORKER_MARK = b"pyflink.fn_execution"  # `python -m pyflink.fn_execution.beam.beam_boot`
 
@@ -46,15 +46,6 @@ def python_workers() -> list[int]:
     """The Python worker processes the TaskManager started (one per task with Python code)."""
     return [p for tm in flink_cluster.taskmanager_pids() for p in descendants(tm)
             if PYTHON_WORKER_MARK in _cmdline(p)]
-
-
-def alive(pid: int) -> bool:
-    """Running: neither gone nor a zombie waiting to be reaped."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
 
 
 def kill9(pids: list[int], what: str) -> None:

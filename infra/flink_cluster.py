@@ -20,9 +20,13 @@ from pathlib import Path
 from string import Template
 
 from infra import paths
-from infra.procs import ensure_port_free, port_is_open, wait_until
+from infra.procs import ensure_port_free, port_is_open, stop_marked, wait_until
 from jobs.jars import kafka_connector_jar
 
+# Every process of this checkout's cluster carries this mark in its environment, and so do
+# the Python workers its TaskManagers start: `stop` finds them even when a TaskManager died
+# first and left its workers behind.
+CLUSTER_MARK = "SCORING_FLINK_CLUSTER"
 REST_PORT = 8081
 RPC_PORT = 6123
 START_TIMEOUT_S = 120
@@ -50,6 +54,7 @@ def flink_env() -> dict[str, str]:
     env["FLINK_CONF_DIR"] = str(paths.FLINK_CONF)
     env["FLINK_HOME"] = str(flink_home())
     env["PYFLINK_CLIENT_EXECUTABLE"] = str(paths.ROOT / ".venv" / "bin" / "python")
+    env[CLUSTER_MARK] = str(paths.ROOT)
     (paths.RUN / "flink" / "log").mkdir(parents=True, exist_ok=True)
     return env
 
@@ -131,10 +136,13 @@ def start() -> bool:
 
 
 def stop() -> None:
+    """Stop the cluster, then whatever of it is still running (orphaned Python workers)."""
     env = flink_env()
     subprocess.run([_bin("stop-cluster.sh")], env=env, stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL)
     wait_until(lambda: not port_is_open(REST_PORT), 60, "Flink cluster shutdown")
+    for killed in stop_marked(CLUSTER_MARK, str(paths.ROOT)):
+        print(f"killed a process the cluster left behind: {killed}")
 
 
 def flink_run(args: list[str], **kwargs) -> subprocess.CompletedProcess:

@@ -90,3 +90,51 @@ def pid_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def alive(pid: int) -> bool:
+    """Running: neither gone nor a zombie waiting to be reaped."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def marked_processes(mark: str, value: str) -> list[int]:
+    """Live processes whose environment has `mark=value`: the ones a tool started with that
+    mark, and everything they started in turn (environments are inherited), orphans too."""
+    entry = f"{mark}={value}".encode()
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            marked = entry in environ.read_bytes().split(b"\0")
+        except OSError:
+            continue  # gone, or not ours to read
+        pid = int(environ.parent.name)
+        if marked and pid != os.getpid() and alive(pid):
+            found.append(pid)
+    return sorted(found)
+
+
+def describe_pid(pid: int) -> str:
+    try:
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return f"{pid} (gone)"
+    return f"{pid} " + " ".join(a.decode(errors="replace") for a in args if a)[:160]
+
+
+def stop_marked(mark: str, value: str, grace_s: float = 10) -> list[str]:
+    """Wait up to `grace_s` for the marked processes to end by themselves, then kill -9 the
+    rest; returns what had to be killed."""
+    deadline = time.monotonic() + grace_s
+    while (left := marked_processes(mark, value)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    killed = [describe_pid(pid) for pid in left]
+    for pid in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return killed

@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,8 +18,22 @@ import pytest
 
 from infra import flink_cluster, paths
 from infra.kafka_broker import KafkaBroker
-from infra.procs import free_port
+from infra.procs import free_port, stop_marked
 from jobs.jars import kafka_connector_jar
+
+# Every process the tests start inherits this mark (brokers, jobs, clusters, their JVMs and
+# Python workers); whatever still carries it when the session ends outlived its test.
+SESSION_MARK = "SCORING_TEST_SESSION"
+os.environ[SESSION_MARK] = uuid.uuid4().hex
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Fail the run if a process the tests started outlives them (and stop it)."""
+    left = stop_marked(SESSION_MARK, os.environ[SESSION_MARK], grace_s=20)
+    if left:
+        lines = "\n  ".join(left)
+        print(f"\nERROR: {len(left)} process(es) started by the tests outlived them (killed now):\n  {lines}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(scope="session")
