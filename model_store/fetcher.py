@@ -1,6 +1,7 @@
 """Fetches a descriptor's artifact into a local cache, verified, from allowed places only.
 
-The allow-list is a list of URL prefixes (`http://127.0.0.1:8765/`, `file:///srv/models/`):
+The allow-list is a list of URL prefixes (`http://127.0.0.1:8765/`, `file:///srv/models/`,
+`s3://bucket/models/`):
 a location is normalised first (`..` resolved, symlinks followed for file://, user-info
 dropped) and must then start with one of them. Redirects are not followed, sizes are
 capped while downloading, and the SHA-256 and size must match the descriptor.
@@ -13,13 +14,14 @@ import os
 import time
 import urllib.parse
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import requests
 
 from contract import scoring_pb2 as pb
+from model_store import object_store
 
 MiB = 1024 * 1024
 RETRYABLE_STATUS = {408, 425, 429, 500, 502, 503, 504}
@@ -69,7 +71,13 @@ def canonical_url(location: str) -> str:
         path = os.path.normpath(urllib.parse.unquote(parts.path or "/"))
         path = path.replace("//", "/") + ("/" if parts.path.endswith("/") and path != "/" else "")
         return f"{scheme}://{host}:{port}{urllib.parse.quote(path)}"
-    raise FetchError(f"location {location!r}: scheme '{parts.scheme}' is not supported (http, https, file)")
+    if scheme in object_store.SCHEMES:
+        if not parts.hostname or parts.netloc != parts.hostname:
+            raise FetchError(f"location {location!r} names no bucket (s3://bucket/key)")
+        key = os.path.normpath("/" + urllib.parse.unquote(parts.path).lstrip("/"))
+        key += "/" if parts.path.endswith("/") and key != "/" else ""
+        return f"{scheme}://{parts.hostname}{urllib.parse.quote(key)}"
+    raise FetchError(f"location {location!r}: scheme '{parts.scheme}' is not supported (http, https, file, s3)")
 
 
 @dataclass(frozen=True)
@@ -135,8 +143,10 @@ class ArtifactFetcher:
             return target, True
         if url.startswith("file://"):
             self._copy_file(urllib.parse.unquote(url[len("file://"):]), target)
+        elif object_store.is_object_url(url):
+            self._with_retries(url, lambda: self._read_object_once(url, d.size_bytes, target))
         else:
-            self._download(url, d.size_bytes, target)
+            self._with_retries(url, lambda: self._download_once(url, d.size_bytes, target))
         self._verify(target, d)
         return target, False
 
@@ -150,11 +160,11 @@ class ArtifactFetcher:
         except OSError as err:
             raise FetchError(f"cannot read {source}: {err}") from err
 
-    def _download(self, url: str, expected_size: int, target: Path) -> None:
+    def _with_retries(self, url: str, once: Callable[[], None]) -> None:
         last_error = ""
         for attempt in range(1, self.policy.attempts + 1):
             try:
-                self._download_once(url, expected_size, target)
+                once()
                 return
             except _Retryable as err:
                 last_error = str(err)
@@ -174,6 +184,22 @@ class ArtifactFetcher:
                 limit = min(expected_size, self.policy.max_bytes)
                 self._write_atomically(target, self._capped(r.iter_content(1 << 20), limit, url))
         except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as err:
+            raise _Retryable(f"{type(err).__name__}: {err}") from err
+
+    def _read_object_once(self, url: str, expected_size: int, target: Path) -> None:
+        try:
+            size = object_store.size_of(url)
+            if size != expected_size:
+                raise FetchError(f"{url} is {size} bytes; the descriptor says {expected_size}. "
+                                 "Refused: republish the model.")
+            limit = min(expected_size, self.policy.max_bytes)
+            self._write_atomically(target, self._capped(object_store.chunks(url), limit, url))
+        except (FileNotFoundError, PermissionError) as err:
+            raise FetchError(f"{url} cannot be read ({type(err).__name__}: {err}): check that the "
+                             "object exists and the TaskManagers' credentials may read it") from err
+        except FetchError:
+            raise
+        except Exception as err:  # network, throttling, 5xx: worth another attempt
             raise _Retryable(f"{type(err).__name__}: {err}") from err
 
     @staticmethod
