@@ -194,7 +194,7 @@ class Bench:
                                             "inputs": list(self.rows[0])}))
                 d = pb.ModelDescriptor(name=name, data_type=data_type, model_type=99, version=1,
                                        inline_bytes=spec.read_bytes(), publish_time_ms=int(time.time() * 1000))
-                cli.send_messages(setup.bootstrap, setup.topics["models"], [d])
+                cli.announce(setup.bootstrap, setup.topics["models"], [d])
             elif kind == "tf":
                 setup.publish(name, data_type, "tensorflow", self.samples["wine-tf"] / "saved_model")
             else:
@@ -388,7 +388,7 @@ def publish_small_models(setup: ScoringSetup, models: int) -> list[str]:
     descriptors = [pb.ModelDescriptor(name=f"m{k}", data_type=data_type, model_type=pb.PMML, version=1,
                                       inline_bytes=small_pmml(k).encode(), publish_time_ms=int(time.time() * 1000))
                    for k, data_type in enumerate(data_types)]
-    cli.send_messages(setup.bootstrap, setup.topics["models"], descriptors)
+    cli.announce(setup.bootstrap, setup.topics["models"], descriptors)
     return data_types
 
 

@@ -26,7 +26,7 @@ from contract.values import make_record
 from infra import flink_cluster, paths
 from infra.kafka_broker import KafkaBroker
 from infra.procs import free_port
-from infra.topics import create_topics
+from infra.topics import create_job_topics
 from model_store import cli
 from model_store.kafka_io import produce
 from model_store.repository import ModelRepository
@@ -142,7 +142,7 @@ def run() -> bool:
         broker.start()
         stack.callback(lambda: (broker.stop(), say("Kafka stopped")))
         bootstrap = broker.bootstrap_servers
-        create_topics(bootstrap, topics.all(), partitions=1)
+        create_job_topics(bootstrap, topics.by_role(), partitions=1)
 
         repo = ModelRepository(run_dir / "model-store")
         repo.root.mkdir(parents=True)

@@ -3,6 +3,7 @@
 - streamed faults (every job): records stream while the TaskManager or its Python workers
   are killed, the broker restarts, or a model is published while the job is down;
 - model store faults (the exactly-once job): 500, 404, down, slow while a new version loads;
+- a fresh job (no checkpoint) after the models topic was compacted;
 - bad records (exactly-once job): one kind per case, then a fuzz of 10,000 mixed with good;
 - bad models (exactly-once job): each while a current model keeps scoring a stream.
 """
@@ -20,11 +21,13 @@ from pathlib import Path
 
 from contract import scoring_pb2 as pb
 from faults import bad_models, bad_records, disrupt
-from faults.outputs import DEAD, EITHER, Score, Sent, is_event, raw, records
+from faults.outputs import DEAD, EITHER, JobOutputs, Score, Sent, is_event, raw, records
 from faults.report import EXACTLY_ONCE, CaseResult, Check
 from faults.store import Fault
 from faults.stream import Section
 from faults.world import MAX_ARTIFACT_BYTES, MAX_RECORD_BYTES, RECOVERY_TIMEOUT_S, Job, World, say
+from infra.job_harness import RunningJob, ScoringSetup
+from infra.topics import EAGER_COMPACTION, wait_until_compacted
 
 Event = pb.ModelEvent
 Case = Callable[[World], list[CaseResult]]
@@ -216,6 +219,39 @@ def first_model_retried(world: World) -> list[CaseResult]:
     scores = job.outputs.scores_of(after)
     r.check("records after the recovery scored by v1", {s.version for s in scores} == {v1.version},
             f"versions {sorted({s.version for s in scores})}")
+    r.models_before, r.models_after = {}, last_models(scores)
+    return [r]
+
+
+def fresh_after_compaction(world: World) -> list[CaseResult]:
+    """Many versions per data type on a compacted models topic, the log cleaner run, then a job
+    with no checkpoint: it serves what a job that saw every message would, the latest deploy or
+    rollback of each data type. The jobs on the cluster fill its slots, so this one runs on a
+    MiniCluster, against the same broker and store."""
+    name, started = "fresh-after-compaction", time.monotonic()
+    setup = ScoringSetup(world.bootstrap, world.repo, world.store.base_url, world.workdir / name,
+                         models_topic_config=EAGER_COMPACTION)
+    model = world.samples["wine-pmml"] / "model.pmml"
+    for _ in range(4):
+        setup.publish(f"{name}-deploys", f"{name}-deploys", "pmml", model)     # v1..v4
+    for _ in range(3):
+        setup.publish(f"{name}-rollback", f"{name}-rollback", "pmml", model)   # v1..v3
+    setup.rollback(f"{name}-rollback", 2)
+    time.sleep(2)  # past segment.ms: the next message closes the segment that holds the others
+    setup.publish(f"{name}-single", f"{name}-single", "pmml", model)
+    left = wait_until_compacted(world.bootstrap, setup.topics["models"], at_most=3)
+    expected = {f"{name}-deploys": 4, f"{name}-rollback": 2, f"{name}-single": 1}
+    job = Job(EXACTLY_ONCE, setup, "minicluster", JobOutputs(setup))
+    try:
+        with RunningJob(setup.job_args(), setup.workdir / "job.log"):
+            ids = [i for t in expected for i in setup.send_records(t, world.sample_inputs("wine-pmml"), t)]
+            r = tallied(name, job, records(ids), started)
+            scores = job.outputs.scores_of(ids)
+    finally:
+        job.outputs.close()
+    r.check("the log cleaner left one message per data type", left == 3, f"{left} of 9 messages left")
+    served = {s.data_type: s.version for s in scores}
+    r.check("each data type served by its latest deploy or rollback", served == expected, f"served {served}")
     r.models_before, r.models_after = {}, last_models(scores)
     return [r]
 
@@ -527,6 +563,7 @@ def catalogue(kills: int = 3, fuzz_bad: int = 10_000, tensorflow: bool = True) -
         "store-slow": store_fault("slow", delay(35), Event.ERROR, "failed 3 times; last: ReadTimeout", 3),
         "store-slow-ok": store_fault("slow-ok", delay(6), Event.AVAILABLE, "", 1),
         "first-retried": first_model_retried,
+        "fresh-after-compaction": fresh_after_compaction,
         "random-bytes": bad_record_case("random-bytes", by_bytes(bad_records.random_bytes, "")),
         "truncated-protobuf": bad_record_case("truncated-protobuf", by_bytes(
             bad_records.truncated, "not a DataRecord protobuf|missing input(s)|record has no|no model has been published")),

@@ -8,16 +8,21 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
+import uuid
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from google.protobuf.message import DecodeError
+
 from contract import scoring_pb2 as pb
+from contract.topics import MODELS_TOPIC_CONFIG
 from contract.values import make_record
 from infra import paths
-from infra.topics import create_topics, unique_topics
+from infra.procs import stop_marked
+from infra.topics import create_job_topics, unique_topics
 from model_store import cli
-from model_store.kafka_io import consume, produce
+from model_store.kafka_io import consume, produce, produce_keyed
 from model_store.repository import ModelRepository
 
 ROLES = ("data", "models", "scores", "dead-letters", "model-events")
@@ -30,9 +35,10 @@ class ScoringSetup:
     store_url: str
     workdir: Path
     topics: dict[str, str] = field(default_factory=lambda: unique_topics(*ROLES))
+    models_topic_config: Mapping[str, str] = field(default_factory=lambda: MODELS_TOPIC_CONFIG)
 
     def __post_init__(self) -> None:
-        create_topics(self.bootstrap, self.topics.values(), partitions=1)
+        create_job_topics(self.bootstrap, self.topics, partitions=1, models_config=self.models_topic_config)
 
     def job_args(self, **overrides) -> list[str]:
         args = {
@@ -68,8 +74,9 @@ class ScoringSetup:
         assert code == 0
 
     def announce(self, messages: Iterable[bytes]) -> None:
-        """Raw model messages (descriptors, or anything else) onto the models topic."""
-        produce(self.bootstrap, self.topics["models"], messages)
+        """Raw model messages (descriptors, or anything else) onto the models topic, keyed by
+        data type as the compacted topic needs; what does not parse under the key `unparsed`."""
+        produce_keyed(self.bootstrap, self.topics["models"], ((model_key(m), m) for m in messages))
 
     def send_records(self, data_type: str, rows: Iterable[dict], prefix: str) -> list[str]:
         records = [make_record(f"{prefix}-{i}", data_type, row, int(time.time() * 1000))
@@ -102,17 +109,28 @@ class ScoringSetup:
                              f"in {timeout_s}s; events: {[describe(e) for e in self.events(2)]}")
 
 
+def model_key(message: bytes) -> bytes:
+    try:
+        return pb.ModelDescriptor.FromString(message).data_type.encode() or b"unparsed"
+    except DecodeError:
+        return b"unparsed"
+
+
 def describe(e: pb.ModelEvent) -> str:
     return f"{pb.ModelEvent.State.Name(e.state)} {e.data_type} {e.model_name} v{e.model_version} {e.reason[:120]}"
 
 
 class RunningJob:
-    """`python -m jobs.scoring_job` on a local MiniCluster, killed (whole process group) on exit."""
+    """`python -m jobs.scoring_job` on a local MiniCluster, killed on exit: its process group,
+    then anything it started elsewhere (marked in its environment)."""
+
+    MARK = "SCORING_MINICLUSTER_JOB"
 
     def __init__(self, args: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
         self.args = args
         self.log_path = log_path
-        self.env = env
+        self.mark = uuid.uuid4().hex
+        self.env = {**(env or os.environ), self.MARK: self.mark}
         self.proc: subprocess.Popen | None = None
 
     def __enter__(self) -> RunningJob:
@@ -126,6 +144,7 @@ class RunningJob:
         if self.proc and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=30)
+        stop_marked(self.MARK, self.mark, grace_s=0)
 
     def __exit__(self, *exc) -> None:
         self.kill()

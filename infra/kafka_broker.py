@@ -24,7 +24,7 @@ from string import Template
 
 from infra import paths
 from infra.procs import ensure_port_free, port_is_open, stop_pid, wait_until
-from infra.topics import create_topics
+from infra.topics import create_job_topics
 
 DEFAULT_PORT = 9092
 START_TIMEOUT_S = 90
@@ -184,9 +184,9 @@ class KafkaBroker:
             stop_pid(pid, signal.SIGTERM, grace_s=30)
         self.pid_file.unlink(missing_ok=True)
 
-    def create_topics(self, names: list[str], partitions: int = 1) -> None:
-        """Create the topics that do not exist yet."""
-        create_topics(self.bootstrap_servers, names, partitions)
+    def create_job_topics(self, names: dict[str, str], partitions: int = 1) -> None:
+        """Create the job's topics (by role) that do not exist yet, the models topic compacted."""
+        create_job_topics(self.bootstrap_servers, names, partitions)
 
 
 def default_broker(port: int | None = None, data_dir: Path | None = None) -> KafkaBroker:
@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "start":
             broker.start()
-            broker.create_topics(TopicNames.from_env().all(), args.partitions)
+            broker.create_job_topics(TopicNames.from_env().by_role(), args.partitions)
             print(f"Kafka broker up at {broker.bootstrap_servers} (data in {broker.data_dir})")
         elif args.command == "stop":
             broker.stop()
@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"Kafka broker: {'running, pid ' + str(pid) if pid else 'not running'}")
             return 0 if pid else 1
         elif args.command == "topics":
-            broker.create_topics(TopicNames.from_env().all(), args.partitions)
+            broker.create_job_topics(TopicNames.from_env().by_role(), args.partitions)
             print("topics ready")
     except BrokerError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -34,6 +34,7 @@ from jobs.operators import (
     ParseRecords,
     ScoreRecords,
 )
+from model_store.kafka_io import check_models_topic
 from scoring.options import ScoringOptions
 
 
@@ -82,6 +83,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     flag("--checkpoint-dir", default="", help="where checkpoints go (default: the cluster's config)")
     flag("--restore-from", default="", help="a checkpoint or savepoint path to start from")
     flag("--job-name", default="model scoring")
+    flag("--models-topic-check", choices=["warn", "refuse", "off"], default="warn",
+         help="at start, check that the models topic is compacted: warn, or refuse to start, if it is not")
     flag("--passthrough", type=lambda v: str(v).lower() in ("1", "true", "yes"), default=False,
          help="benchmarks only: run the whole topology but return empty outputs without a model call")
     return p.parse_args(argv)
@@ -136,8 +139,20 @@ def build(env, args: argparse.Namespace) -> None:
          args.model_events_topic, "model-events")
 
 
+def check_models_topic_or_exit(args: argparse.Namespace) -> None:
+    """A models topic that deletes old messages forgets the models of a job started later."""
+    problem = "" if args.models_topic_check == "off" else check_models_topic(
+        args.bootstrap_servers, args.models_topic)
+    if problem and args.models_topic_check == "refuse":
+        sys.exit(f"error: not starting: {problem}. Create it compacted (README, 'The models topic'), "
+                 "or start with --models-topic-check warn.")
+    if problem:
+        print(f"WARNING: {problem}. See the README, 'The models topic'.", file=sys.stderr, flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    check_models_topic_or_exit(args)
     extra = {"python.fn-execution.bundle.time": str(args.bundle_time_ms)}
     if args.checkpoint_dir:
         extra["execution.checkpointing.dir"] = args.checkpoint_dir

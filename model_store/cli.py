@@ -7,7 +7,8 @@
     model-store status
 
 A publish copies the model into the versioned store and announces it on the models
-topic: inline when it is small, otherwise by its location on the store's HTTP server.
+topic: inline when it is small, otherwise by its location on the store's HTTP server, or
+in an S3 bucket (`--base-url s3://bucket/prefix`, uploaded there first).
 """
 
 from __future__ import annotations
@@ -18,12 +19,14 @@ import json
 import os
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 from contract import scoring_pb2 as pb
 from contract.topics import TopicNames
 from contract.values import make_record
-from model_store.kafka_io import consume, produce
+from model_store import object_store
+from model_store.kafka_io import check_models_topic, consume, produce, produce_keyed
 from model_store.repository import ModelRepository, StoredModel
 from model_store.server import DEFAULT_PORT, DEFAULT_ROOT
 from model_store.status import fold, render
@@ -48,15 +51,31 @@ def descriptor_for(repo: ModelRepository, stored: StoredModel, base_url: str,
     return d
 
 
-def send_messages(bootstrap: str, topic: str, messages, key=None) -> int:
-    return produce(bootstrap, topic, (m.SerializeToString() for m in messages), key=key)
+def upload_if_remote(repo: ModelRepository, stored: StoredModel, d: pb.ModelDescriptor) -> None:
+    """A descriptor that points into an object store needs its artifact there first."""
+    if d.WhichOneof("artifact") == "location" and object_store.is_object_url(d.location):
+        object_store.upload(repo.artifact_path(stored), d.location)
+
+
+def announce(bootstrap: str, topic: str, descriptors: Iterable[pb.ModelDescriptor]) -> int:
+    """Descriptors onto the models topic, each keyed by its data type: the topic is compacted,
+    and the latest message of every data type is the one it keeps."""
+    return produce_keyed(bootstrap, topic, ((d.data_type.encode(), d.SerializeToString()) for d in descriptors))
+
+
+def warn_unless_compacted(bootstrap: str, topic: str) -> None:
+    problem = check_models_topic(bootstrap, topic)
+    if problem:
+        print(f"warning: {problem}. See the README, 'The models topic'.", file=sys.stderr)
 
 
 def cmd_publish(args, repo: ModelRepository) -> int:
     stored = repo.publish(args.name, args.path, TYPES[args.type], args.data_type, args.description)
     d = descriptor_for(repo, stored, args.base_url, args.inline_max_bytes,
                        signature_name=args.signature_name)
-    send_messages(args.bootstrap_servers, args.topic, [d], key=stored.data_type.encode())
+    upload_if_remote(repo, stored, d)
+    announce(args.bootstrap_servers, args.topic, [d])
+    warn_unless_compacted(args.bootstrap_servers, args.topic)
     how = "inline" if d.WhichOneof("artifact") == "inline_bytes" else d.location
     print(f"published {stored.name} v{stored.version} ({stored.model_type}, {stored.size_bytes} bytes, "
           f"for data type '{stored.data_type}') -> {args.topic} [{how}]")
@@ -76,7 +95,9 @@ def cmd_rollback(args, repo: ModelRepository) -> int:
     stored = repo.get(args.name, args.version)
     d = descriptor_for(repo, stored, args.base_url, args.inline_max_bytes,
                        action=pb.ModelDescriptor.ROLLBACK, signature_name=args.signature_name)
-    send_messages(args.bootstrap_servers, args.topic, [d], key=stored.data_type.encode())
+    upload_if_remote(repo, stored, d)
+    announce(args.bootstrap_servers, args.topic, [d])
+    warn_unless_compacted(args.bootstrap_servers, args.topic)
     print(f"rollback of '{stored.data_type}' to {stored.name} v{stored.version} sent to {args.topic}")
     return 0
 
@@ -88,7 +109,7 @@ def cmd_send(args, repo: ModelRepository) -> int:
         make_record(f"{prefix}-{i}", args.data_type, row, int(time.time() * 1000))
         for i, row in zip(range(args.count), itertools.cycle(rows))
     )
-    n = send_messages(args.bootstrap_servers, args.data_topic, records)
+    n = produce(args.bootstrap_servers, args.data_topic, (r.SerializeToString() for r in records))
     print(f"sent {n} '{args.data_type}' records to {args.data_topic}")
     return 0
 
@@ -111,7 +132,9 @@ def parser() -> argparse.ArgumentParser:
     def announcing(sp):
         sp.add_argument("--topic", default=topics.models, help="models topic")
         sp.add_argument("--base-url", default=os.environ.get(
-            "MODEL_STORE_URL", f"http://127.0.0.1:{DEFAULT_PORT}"), help="where the store's HTTP server is")
+            "MODEL_STORE_URL", f"http://127.0.0.1:{DEFAULT_PORT}"),
+            help="where jobs fetch artifacts: the store's HTTP server, or s3://bucket/prefix "
+                 "(the artifact is uploaded there first)")
         sp.add_argument("--inline-max-bytes", type=int, default=DEFAULT_INLINE_MAX,
                         help="send artifacts up to this size inline (default 256 KiB)")
         sp.add_argument("--signature-name", default="", help="TensorFlow signature (default serving_default)")

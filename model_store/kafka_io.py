@@ -6,21 +6,53 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.admin import ConfigResource
+from kafka.errors import KafkaError
+
+from contract.topics import models_topic_problem
 
 
 def produce(bootstrap: str, topic: str, values: Iterable[bytes], key: bytes | None = None) -> int:
+    return produce_keyed(bootstrap, topic, ((key, value) for value in values))
+
+
+def produce_keyed(bootstrap: str, topic: str, messages: Iterable[tuple[bytes | None, bytes]]) -> int:
+    """(key, value) pairs, in order; returns how many were sent."""
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20,
                              batch_size=1 << 20, max_request_size=16 * 1024 * 1024)
     n = 0
     try:
-        for value in values:
+        for key, value in messages:
             producer.send(topic, value, key=key)
             n += 1
         producer.flush()
     finally:
         producer.close()
     return n
+
+
+def topic_config(bootstrap: str, topic: str, timeout_s: float = 10) -> dict[str, str]:
+    """Every configuration value of a topic, defaults included."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000))
+    try:
+        found = admin.describe_configs([ConfigResource("TOPIC", topic)], config_filter="all")
+    finally:
+        admin.close()
+    entries = found.get("topic", {}).get(topic, {})
+    return {key: entry["value"] for key, entry in entries.items() if entry.get("value") is not None}
+
+
+def check_models_topic(bootstrap: str, topic: str) -> str:
+    """Why `topic` is not fit to be the models topic ("" when it is), or why it cannot be told."""
+    try:
+        config = topic_config(bootstrap, topic)
+    except (KafkaError, OSError) as err:
+        return f"the configuration of the models topic '{topic}' cannot be read from {bootstrap}: {err}"
+    if not config:
+        return f"the models topic '{topic}' does not exist on {bootstrap}"
+    problem = models_topic_problem(config)
+    return f"the models topic '{topic}' is not compacted: {problem}" if problem else ""
 
 
 def committed_reader(bootstrap: str, *topics: str) -> KafkaConsumer:

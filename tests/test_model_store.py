@@ -221,11 +221,12 @@ def test_inline_descriptor_verified(tmp_path):
 @pytest.mark.integration
 def test_publish_to_kafka_fetch_from_http_load_and_score(kafka, repo, store, samples, tmp_path, capsys):
     """publish -> descriptor on the real models topic -> fetch from the real store -> score."""
+    from contract.topics import MODELS_TOPIC_CONFIG
     from infra.topics import create_topics, unique_topics
     from model_store.kafka_io import consume
 
     topics = unique_topics("models")
-    create_topics(kafka.bootstrap_servers, topics.values())
+    create_topics(kafka.bootstrap_servers, topics.values(), configs={topics["models"]: MODELS_TOPIC_CONFIG})
     common = ["--store-root", str(repo.root), "--bootstrap-servers", kafka.bootstrap_servers]
     announce = ["--topic", topics["models"], "--base-url", store.base_url, "--inline-max-bytes", "1000"]
     assert cli.main([*common, "publish", "--name", "wine-tf", "--data-type", "wine", "--type", "tensorflow",

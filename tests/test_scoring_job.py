@@ -169,7 +169,7 @@ def test_a_bad_model_is_rejected_while_the_old_one_keeps_serving(scoring, sample
     assert "not well-formed XML" in error.reason and "keeps its current model" in error.reason
     # An older version without the rollback flag is refused.
     stale = cli.descriptor_for(scoring.repo, scoring.repo.get("guarded", 1), scoring.store_url, 0)
-    cli.send_messages(scoring.bootstrap, scoring.topics["models"], [stale])
+    cli.announce(scoring.bootstrap, scoring.topics["models"], [stale])
     rejected = scoring.wait_for_event(Event.REJECTED, "guarded", 1)
     assert "not newer than v2" in rejected.reason and "ROLLBACK" in rejected.reason
 
