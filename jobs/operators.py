@@ -37,10 +37,20 @@ from contract.values import inputs_of
 from model_store.fetcher import ArtifactFetcher, FetchPolicy
 from scoring import messages
 from scoring.batch import identity_batch, score_batch
+from scoring.lifecycle import (
+    GaveUp,
+    KeyModels,
+    Swapped,
+    label,
+    scores_at_once,
+    settle,
+    take_up,
+    unservable_reason,
+)
 from scoring.loader import DescriptorError, Servable, load_servable, parse_descriptor
-from scoring.manager import ERROR, READY, ModelManager
+from scoring.manager import READY, ModelManager
 from scoring.options import ScoringOptions
-from scoring.policy import accept, descriptor_id
+from scoring.policy import accept
 from scoring.stats import ModelStats
 
 log = logging.getLogger(__name__)
@@ -94,12 +104,10 @@ class ParseDescriptors(ProcessFunction):
 
 
 @dataclass
-class KeyModels:
-    """In-memory mirror of one key's model state (the truth is in Flink keyed state)."""
+class KeyState(KeyModels):
+    """In-memory mirror of one key's state (the truth is in Flink keyed state), with what the
+    operator counts for it."""
 
-    current: pb.ModelDescriptor | None = None
-    next: pb.ModelDescriptor | None = None
-    failed_id: str = ""
     held: int = 0  # records in the key's buffer (a ListState): counted here, not in state
     last_record_s: float = 0.0  # time.monotonic() of the key's last record
     last_stats_ms: int = field(default_factory=messages.now_ms)
@@ -123,7 +131,7 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
         )
         self.manager = ModelManager(partial(load_servable, fetcher=fetcher), o.model_cache_size, o.load_retry_s)
         self.accepted: dict[str, pb.ModelDescriptor] | None = None  # mirror of broadcast state
-        self.keys: dict[str, KeyModels] = {}
+        self.keys: dict[str, KeyState] = {}
         self.stats: dict[tuple[str, int], ModelStats] = {}
         # Operator-wide metrics only: per-version numbers go out in STATS/UNLOADED model events.
         # Flink metrics cannot be unregistered, and Beam reports every one at every bundle end
@@ -204,12 +212,10 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
             ctx.timer_service().register_processing_time_timer(
                 ctx.timer_service().current_processing_time() + self.options.batch_max_wait_ms)
 
-    def _sparse(self, km: KeyModels) -> bool:
-        """A record after a quiet spell longer than the batch wait is scored at once: waiting
-        would add latency and a timer without filling a batch (1,000 data types round-robin)."""
+    def _sparse(self, km: KeyState) -> bool:
         now, last = time.monotonic(), km.last_record_s
         km.last_record_s = now
-        return km.held == 0 and now - last > self.options.batch_max_wait_ms / 1000
+        return scores_at_once(km.held, last, now, self.options.batch_max_wait_ms / 1000)
 
     def on_timer(self, timestamp: int, ctx):
         data_type = ctx.get_current_key()
@@ -226,7 +232,7 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
         else:
             self._poll_again(ctx)
 
-    def _hold(self, raw: bytes, km: KeyModels, ctx):
+    def _hold(self, raw: bytes, km: KeyState, ctx):
         """No model is ready for this key: keep the record (bounded) or dead-letter it."""
         unservable = self._unservable(km) if self.options.no_model_policy == "dead-letter" else ""
         if unservable:
@@ -243,28 +249,21 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
         if km.held == 1:
             self._poll_again(ctx)
 
-    def _unservable(self, km: KeyModels) -> str:
-        """Why no model will serve this key soon ("" while its first model is loading)."""
-        if km.current is not None:
-            return ""
-        if km.next is None:
-            return "no model has been published for this data type"
-        status = self.manager.get(km.next, urgent=True)
-        if status.state == ERROR:
-            return (f"its only model, {self._label(km.next)}, failed to load ({status.error}); "
-                    f"the load is retried every {self.manager.retry_after_s:.0f}s")
-        return ""
+    def _unservable(self, km: KeyState) -> str:
+        only = km.next if km.current is None and km.next is not None else None
+        status = self.manager.get(only, urgent=True) if only is not None else None
+        return unservable_reason(km, status, self.manager.retry_after_s)
 
     def _poll_again(self, ctx) -> None:
         ctx.timer_service().register_processing_time_timer(
             ctx.timer_service().current_processing_time() + self.options.load_poll_ms)
 
     # ---- the lifecycle of one key's models ---------------------------------------------
-    def _key_models(self, data_type: str) -> KeyModels:
+    def _key_models(self, data_type: str) -> KeyState:
         km = self.keys.get(data_type)
         if km is None:  # first record or timer of this key in this process: read keyed state
             current, nxt = self.current_state.value(), self.next_state.value()
-            km = KeyModels(
+            km = KeyState(
                 current=pb.ModelDescriptor.FromString(current) if current else None,
                 next=pb.ModelDescriptor.FromString(nxt) if nxt else None,
                 failed_id=self.failed_state.value() or "",
@@ -273,57 +272,50 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
             self.keys[data_type] = km
         return km
 
-    def _advance(self, data_type: str, km: KeyModels):
+    def _advance(self, data_type: str, km: KeyState):
         """Take up a newly accepted descriptor as `next`; swap it in once it is READY."""
-        target = self.accepted.get(data_type)
-        if target is not None:
-            tid = str(descriptor_id(target))
-            known = {str(descriptor_id(d)) for d in (km.current, km.next) if d is not None}
-            if tid not in known and tid != km.failed_id:
-                km.next = target
-                self.next_state.update(target.SerializeToString())
-                self.manager.request(target, urgent=km.current is None)
-                yield MODEL_EVENTS, self._event(Event.LOADING, data_type, target)
+        taken = take_up(km, self.accepted.get(data_type))
+        if taken is not None:
+            self.next_state.update(taken.descriptor.SerializeToString())
+            self.manager.request(taken.descriptor, urgent=taken.urgent)
+            yield MODEL_EVENTS, self._event(Event.LOADING, data_type, taken.descriptor)
         if km.next is None:
             return
-        status = self.manager.get(km.next, urgent=km.current is None)
-        if status.state == READY:
-            yield from self._swap(data_type, km, status.servable)
-        elif status.state == ERROR and km.current is not None:  # reported by _collect_loads
-            log.warning("data type %s keeps %s: %s", data_type, self._label(km.current), status.error)
-            km.failed_id = str(descriptor_id(km.next))
+        change = settle(km, self.manager.get(km.next, urgent=km.current is None))
+        if isinstance(change, Swapped):
+            yield from self._swapped(data_type, change)
+        elif isinstance(change, GaveUp):  # its ERROR was reported by _collect_loads
+            log.warning("data type %s keeps %s: %s", data_type, label(km.current), change.error)
             self.failed_state.update(km.failed_id)
-            km.next = None
             self.next_state.clear()
 
-    def _swap(self, data_type: str, km: KeyModels, servable: Servable):
-        old = km.current
-        km.current, km.next = km.next, None
-        self.current_state.update(km.current.SerializeToString())
+    def _swapped(self, data_type: str, change: Swapped):
+        self.current_state.update(change.new.SerializeToString())
         self.next_state.clear()
         self.m_swaps.inc()
+        s = change.servable
         yield MODEL_EVENTS, self._event(
-            Event.AVAILABLE, data_type, km.current,
-            f"replaces {self._label(old)}" if old else "first model for this data type",
-            fetch_ms=servable.fetch_ms, load_ms=servable.load_ms, warm_up_ms=servable.warm_up_ms)
-        if old is not None and (old.name, old.version) != (km.current.name, km.current.version):
+            Event.AVAILABLE, data_type, change.new,
+            f"replaces {label(change.old)}" if change.old else "first model for this data type",
+            fetch_ms=s.fetch_ms, load_ms=s.load_ms, warm_up_ms=s.warm_up_ms)
+        if change.unloads_old:
             yield MODEL_EVENTS, self._event(
-                Event.UNLOADED, data_type, old, stats=self.stats.get((old.name, old.version)))
+                Event.UNLOADED, data_type, change.old, stats=self.stats.get((change.old.name, change.old.version)))
 
-    def _servable(self, km: KeyModels) -> Servable | None:
+    def _servable(self, km: KeyState) -> Servable | None:
         if km.current is None:
             return None
         status = self.manager.get(km.current, urgent=True)  # after a restore or an eviction: reloads
         return status.servable if status.state == READY else None
 
     # ---- scoring -------------------------------------------------------------------------
-    def _flush(self, servable: Servable, data_type: str, km: KeyModels):
+    def _flush(self, servable: Servable, data_type: str, km: KeyState):
         raws = list(self.buffer.get())
         self.buffer.clear()
         km.held = 0
         yield from self._score(servable, data_type, km, raws)
 
-    def _score(self, servable: Servable, data_type: str, km: KeyModels, raws: list[bytes]):
+    def _score(self, servable: Servable, data_type: str, km: KeyState, raws: list[bytes]):
         records, inputs = [], []
         for raw in raws:
             record = pb.DataRecord.FromString(raw)
@@ -358,7 +350,7 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
         self.m_batch_size.update(size)
         self.m_batch_latency.update(int(elapsed_s * 1e6))
 
-    def _maybe_report_stats(self, data_type: str, km: KeyModels, servable: Servable):
+    def _maybe_report_stats(self, data_type: str, km: KeyState, servable: Servable):
         now = messages.now_ms()
         if now - km.last_stats_ms >= self.options.stats_interval_ms:
             km.last_stats_ms = now
@@ -368,7 +360,3 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
     def _event(self, state: int, data_type: str, d: pb.ModelDescriptor, reason: str = "",
                **extra) -> bytes:
         return messages.model_event(state, data_type, d.name, d.version, reason, self.subtask, **extra)
-
-    @staticmethod
-    def _label(d: pb.ModelDescriptor | None) -> str:
-        return f"{d.name} v{d.version}" if d is not None else "no model"

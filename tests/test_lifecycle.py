@@ -10,8 +10,17 @@ import pytest
 from contract import scoring_pb2 as pb
 from model_store.status import fold
 from scoring.errors import ModelLoadError
+from scoring.lifecycle import (
+    GaveUp,
+    KeyModels,
+    TakenUp,
+    scores_at_once,
+    settle,
+    take_up,
+    unservable_reason,
+)
 from scoring.loader import DescriptorError, Servable, parse_descriptor
-from scoring.manager import ERROR, LOADING, READY, ModelManager
+from scoring.manager import ERROR, LOADING, READY, LoadStatus, ModelManager
 from scoring.policy import accept
 from scoring.stats import ModelStats
 
@@ -182,3 +191,70 @@ def test_an_output_that_cannot_be_encoded_becomes_a_dead_letter_reason():
     assert failure is None and pb.ScoringResult.FromString(message).model_version == 3
     message, failure = result_or_failure(record, Outcome(outputs={"y": {"nested": 1}}), servable)
     assert message is None and failure[0] == "score" and "cannot be written" in failure[1]
+
+
+# ---- one data type's models: scoring.lifecycle -------------------------------------------------
+def ready(d: pb.ModelDescriptor) -> LoadStatus:
+    return LoadStatus(READY, Servable(d.name, d.version, d.model_type, FakeModel()))
+
+
+def failed(error: str) -> LoadStatus:
+    return LoadStatus(ERROR, error=error)
+
+
+def test_a_first_model_is_taken_up_ahead_of_upgrades_and_swapped_in_once_ready():
+    km = KeyModels()
+    assert take_up(km, None) is None and settle(km, LoadStatus(LOADING)) is None
+    assert take_up(km, desc(1)) == TakenUp(desc(1), urgent=True) and km.next == desc(1)
+    assert take_up(km, desc(1)) is None  # already the next one
+    assert settle(km, LoadStatus(LOADING)) is None and km.current is None
+    swapped = settle(km, ready(desc(1)))
+    assert (swapped.old, swapped.new, swapped.unloads_old) == (None, desc(1), False)
+    assert (km.current, km.next) == (desc(1), None)
+    assert take_up(km, desc(1)) is None  # already the current one
+
+
+def test_an_upgrade_loads_while_the_current_model_serves_and_then_replaces_it():
+    km = KeyModels(current=desc(1))
+    assert take_up(km, desc(2)) == TakenUp(desc(2), urgent=False)
+    assert settle(km, LoadStatus(LOADING)) is None and km.current == desc(1)
+    swapped = settle(km, ready(desc(2)))
+    assert (swapped.old, swapped.new, swapped.unloads_old) == (desc(1), desc(2), True)
+    assert (km.current, km.next, km.failed_id) == (desc(2), None, "")
+
+
+def test_a_failed_upgrade_is_given_up_until_another_descriptor_is_accepted():
+    km = KeyModels(current=desc(1))
+    take_up(km, desc(2))
+    assert settle(km, failed("fetch failed: HTTP 500")) == GaveUp(desc(2), "fetch failed: HTTP 500")
+    assert (km.current, km.next) == (desc(1), None) and km.failed_id
+    assert take_up(km, desc(2)) is None  # the same announcement: not loaded again
+    assert take_up(km, desc(3)).descriptor == desc(3)
+
+
+def test_a_data_type_with_no_other_model_keeps_its_failed_model_for_the_retry_and_says_why():
+    km = KeyModels()
+    take_up(km, desc(1))
+    assert settle(km, failed("fetch failed: boom")) is None and km.next == desc(1)
+    assert unservable_reason(km, failed("fetch failed: boom"), 30) == (
+        "its only model, m v1, failed to load (fetch failed: boom); the load is retried every 30s")
+    assert unservable_reason(km, LoadStatus(LOADING), 30) == ""
+    assert unservable_reason(KeyModels(), None, 30) == "no model has been published for this data type"
+    assert unservable_reason(KeyModels(current=desc(1)), None, 30) == ""
+
+
+def test_a_rollback_is_a_new_announcement_even_of_a_version_seen_before():
+    km = KeyModels(current=desc(2, t=1))
+    back = desc(1, action=ROLLBACK, t=5)
+    assert take_up(km, back) == TakenUp(back, urgent=False)
+    assert settle(km, ready(back)).unloads_old  # v2 is unloaded
+    same = desc(1, action=ROLLBACK, t=9)  # the serving version, announced again
+    assert take_up(km, same) is not None
+    assert not settle(km, ready(same)).unloads_old  # v1 replaces v1: nothing to unload
+
+
+def test_a_record_after_a_quiet_spell_longer_than_the_batch_wait_is_scored_at_once():
+    now = 1_000.0
+    assert scores_at_once(held=0, last_record_s=now - 0.2, now_s=now, batch_wait_s=0.1)
+    assert not scores_at_once(held=0, last_record_s=now - 0.05, now_s=now, batch_wait_s=0.1)
+    assert not scores_at_once(held=3, last_record_s=now - 5, now_s=now, batch_wait_s=0.1)  # a batch fills
