@@ -70,3 +70,12 @@ def make_record(record_id: str, data_type: str, inputs: Mapping[str, PyValue | l
         k: np.asarray(v, dtype=np.float32) if isinstance(v, list) else v for k, v in inputs.items()
     })
     return record
+
+
+def plain(value):
+    """A numpy scalar or array as plain Python, for JSON (`json.dumps(default=plain)`)."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON serialisable: {type(value)}")

@@ -44,6 +44,18 @@ def xxe_pmml(original: Path, secret: Path, decoy_url: str, out: Path) -> Path:
     return out
 
 
+def drifted_verification(original: Path, out: Path, by: float = 0.01) -> Path:
+    """The same model whose <ModelVerification> expects other outputs for its first sample:
+    what a model that no longer scores as it did when it was exported looks like."""
+    from lxml import etree
+
+    tree = etree.parse(str(original))
+    cell = next(e for e in tree.iter() if etree.QName(e).localname == "row")[-1]  # an output
+    cell.text = repr(float(cell.text) + by)
+    tree.write(str(out), xml_declaration=True, encoding="UTF-8")
+    return out
+
+
 def commented_pmml(original: Path, comment: str, out: Path) -> Path:
     """The same model with a comment: other bytes, another SHA-256 (or a larger size)."""
     text = original.read_text()

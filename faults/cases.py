@@ -513,6 +513,12 @@ def warm_up_fails(world: World, scratch: Path):
     return [error(d1, "the model threw"), error(d2, "non-finite output")], []
 
 
+def verification_mismatch(world: World, scratch: Path):
+    drifted = bad_models.drifted_verification(world.samples["wine-pmml"] / "model.pmml", scratch / "drifted.pmml")
+    d = published(world, drifted, pb.PMML)
+    return [error(d, "verify failed: sample 1 of 16: output 'predicted_cultivar'")], []
+
+
 def older_without_rollback(world: World, scratch: Path):
     current = world.served["guard"]
     d = world.descriptor(world.repo.get("guard", current))
@@ -593,6 +599,7 @@ def catalogue(kills: int = 3, fuzz_bad: int = 10_000, tensorflow: bool = True) -
         "pmml-xxe": bad_model_case("pmml-xxe", pmml_xxe),
         "corrupt-savedmodel": bad_model_case("corrupt-savedmodel", corrupt_saved_models),
         "warm-up-throws-or-nan": bad_model_case("warm-up-throws-or-nan", warm_up_fails),
+        "verification-mismatch": bad_model_case("verification-mismatch", verification_mismatch),
         "older-version-no-rollback": bad_model_case("older-version-no-rollback", older_without_rollback),
         "pickle-payloads": bad_model_case("pickle-payloads", pickled_payloads),
     }

@@ -109,6 +109,22 @@ class ScoringSetup:
                              f"in {timeout_s}s; events: {[describe(e) for e in self.events(2)]}")
 
 
+def nudge_until_event(setup: ScoringSetup, state: int, data_type: str, version: int, rows: list[dict],
+                      prefix: str, timeout_s: float = 120) -> tuple[pb.ModelEvent, list[str]]:
+    """The operator reports a finished load as records pass it: send a few records a second
+    until the event is there. Returns the event and the ids of the records sent."""
+    sent: list[str] = []
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        sent += setup.send_records(data_type, rows[:5], prefix=f"{prefix}-{len(sent)}")
+        found = [e for e in setup.events(timeout_s=1)
+                 if (e.state, e.data_type, e.model_version) == (state, data_type, version)]
+        if found:
+            return found[0], sent
+    raise AssertionError(f"no {pb.ModelEvent.State.Name(state)} event for {data_type} v{version} in "
+                         f"{timeout_s:.0f}s; events: {[describe(e) for e in setup.events(2)]}")
+
+
 def model_key(message: bytes) -> bytes:
     try:
         return pb.ModelDescriptor.FromString(message).data_type.encode() or b"unparsed"

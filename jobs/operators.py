@@ -175,7 +175,8 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
             if status.state == READY:
                 s = status.servable
                 self.m_load_latency.update(int(s.fetch_ms + s.load_ms + s.warm_up_ms))
-                yield MODEL_EVENTS, self._event(Event.READY, d.data_type, d, fetch_ms=s.fetch_ms,
+                verified = f"verified on {s.verified} samples" if s.verified else ""
+                yield MODEL_EVENTS, self._event(Event.READY, d.data_type, d, verified, fetch_ms=s.fetch_ms,
                                                 load_ms=s.load_ms, warm_up_ms=s.warm_up_ms)
             else:
                 yield MODEL_EVENTS, self._event(

@@ -21,13 +21,21 @@ import io
 import json
 import os
 import random
+import shutil
 import sys
 from pathlib import Path
 
 import numpy as np
 
+from contract.values import plain
+from scoring.backends.tensorflow import VERIFICATION_FILE
+from scoring.verification import write_json_file
+
 SEED = 7
 N_SAMPLES = 16
+# Bumped when what a sample holds changes: an older build in the output folder is rebuilt.
+# 2: the models carry their verification samples.
+FORMAT = 2
 WINE_TARGET = "cultivar"
 
 
@@ -41,17 +49,40 @@ def wine_data():
 
 
 def write_samples(out: Path, meta: dict, inputs: list[dict], expected: list[dict]) -> None:
+    """samples.json, and the same samples inside the model as its verification on load."""
     out.mkdir(parents=True, exist_ok=True)
-    doc = {**meta, "inputs": inputs, "expected": expected}
-    (out / "samples.json").write_text(json.dumps(doc, indent=1, default=_jsonable))
+    if (out / "saved_model").is_dir():
+        write_json_file(out / "saved_model" / VERIFICATION_FILE, inputs, expected)
+    if (out / "model.pmml").exists():
+        add_pmml_verification(out / "model.pmml", inputs, expected)
+    doc = {**meta, "format": FORMAT, "inputs": inputs, "expected": expected}
+    (out / "samples.json").write_text(json.dumps(doc, indent=1, default=plain))
 
 
-def _jsonable(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"not JSON serialisable: {type(value)}")
+def add_pmml_verification(path: Path, inputs: list[dict], expected: list[dict],
+                          precision: float = 1e-4, zero_threshold: float = 1e-5) -> None:
+    """A <ModelVerification> for the top-level model: the inputs and expected outputs, one
+    row per sample (PMML 4.4, section "Model Verification")."""
+    from lxml import etree
+
+    tree = etree.parse(str(path))
+    ns = etree.QName(tree.getroot()).namespace
+    model = next(e for e in tree.getroot() if etree.QName(e).localname.endswith("Model"))
+    verification = etree.SubElement(model, f"{{{ns}}}ModelVerification", recordCount=str(len(inputs)),
+                                    fieldCount=str(len(inputs[0]) + len(expected[0])))
+    fields = etree.SubElement(verification, f"{{{ns}}}VerificationFields")
+    for name in inputs[0]:
+        etree.SubElement(fields, f"{{{ns}}}VerificationField", field=name)
+    for name in expected[0]:
+        etree.SubElement(fields, f"{{{ns}}}VerificationField", field=name, precision=str(precision),
+                         zeroThreshold=str(zero_threshold))
+    table = etree.SubElement(verification, f"{{{ns}}}InlineTable")
+    for given, want in zip(inputs, expected, strict=True):
+        row = etree.SubElement(table, f"{{{ns}}}row")
+        for name, value in {**given, **want}.items():
+            value = plain(value) if isinstance(value, np.generic) else value
+            etree.SubElement(row, f"{{{ns}}}{name}").text = value if isinstance(value, str) else repr(value)
+    tree.write(str(path), xml_declaration=True, encoding="UTF-8")
 
 
 def build_wine_pmml(out: Path) -> None:
@@ -257,10 +288,18 @@ def build_all(out: Path, only: list[str] | None = None) -> dict[str, Path]:
     built = {}
     for name in only or BUILDERS:
         target = out / name
-        if not (target / "samples.json").exists():
+        if _format(target / "samples.json") != FORMAT:
+            shutil.rmtree(target, ignore_errors=True)
             BUILDERS[name](target)
         built[name] = target
     return built
+
+
+def _format(samples: Path) -> int | None:
+    try:
+        return json.loads(samples.read_text()).get("format")
+    except (OSError, ValueError):
+        return None
 
 
 def main(argv: list[str] | None = None) -> int:

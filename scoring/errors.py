@@ -29,6 +29,12 @@ class WarmUpError(ModelLoadError):
     stage = "warm-up"
 
 
+class VerificationError(ModelLoadError):
+    """The model's outputs for its own verification samples are not the expected ones."""
+
+    stage = "verify"
+
+
 class RecordError(ScoringError):
     """One record cannot be scored; its batch neighbours are not affected."""
 

@@ -1,5 +1,6 @@
 """The loader of TF Serving's model lifecycle: fetch an announced version, load it with
-its backend, warm it up. Only a model that passed all three is READY to be swapped in.
+its backend, warm it up, and check it against its own verification samples if it ships
+any. Only a model that passed all of them is READY to be swapped in.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from scoring.backends.base import LoadedModel
 from scoring.backends.registry import BACKENDS, backend_for
 from scoring.batch import warm_up
 from scoring.errors import ArtifactFetchError, ModelLoadError
+from scoring.verification import verify
 
 
 class DescriptorError(ModelLoadError):
@@ -32,6 +34,7 @@ class Servable:
     fetch_ms: float = 0.0
     load_ms: float = 0.0
     warm_up_ms: float = 0.0
+    verified: int = 0  # verification samples that gave their expected outputs
     since_ms: int = field(default_factory=lambda: int(time.time() * 1000))
 
     @property
@@ -76,6 +79,8 @@ def load_servable(descriptor: pb.ModelDescriptor, fetcher: ArtifactFetcher) -> S
     loaded = time.monotonic()
     try:
         warm_up(model)
+        samples = model.verification()
+        verified = verify(model, samples) if samples is not None else 0
     except ModelLoadError:
         model.release()
         raise
@@ -87,4 +92,5 @@ def load_servable(descriptor: pb.ModelDescriptor, fetcher: ArtifactFetcher) -> S
         fetch_ms=fetched.fetch_ms,
         load_ms=(loaded - started) * 1000,
         warm_up_ms=(time.monotonic() - loaded) * 1000,
+        verified=verified,
     )

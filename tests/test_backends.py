@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from contract import scoring_pb2 as pb
+from model_store.fetcher import ArtifactFetcher, FetchPolicy
 from model_store.repository import pack_saved_model
 from scoring.backends.registry import backend_for
 from scoring.batch import score_batch, warm_up
@@ -20,8 +21,10 @@ from scoring.errors import (
     ModelLoadError,
     PredictionError,
     UnknownModelTypeError,
+    VerificationError,
     WarmUpError,
 )
+from scoring.loader import Servable, load_servable
 from tests.conftest import load_samples
 
 
@@ -49,7 +52,10 @@ def assert_close(actual: dict, expected: dict) -> None:
                                        err_msg=name)
 
 
-@pytest.mark.parametrize("sample", ["wine-pmml", "wine-tf", "spam-tf", "digits-tf"])
+SAMPLES = ["wine-pmml", "wine-tf", "spam-tf", "digits-tf"]
+
+
+@pytest.mark.parametrize("sample", SAMPLES)
 def test_scores_equal_the_training_frameworks_predictions(samples, tmp_path, sample):
     doc = load_samples(samples[sample])
     model = load(samples[sample], tmp_path)
@@ -249,3 +255,60 @@ def test_pmml_batches_agree_with_pypmml_record_by_record(tmp_path):
         assert outcome.outputs["p_yes"] == pytest.approx(want["p_yes"], rel=1e-12)
         labels.add(want["predicted_label"])
     assert labels == {"yes", "no"}  # the rows exercise both classes
+
+
+# ---- verification on load ------------------------------------------------------------------------
+def load_inline(artifact: Path, model_type: int, tmp_path: Path) -> Servable:
+    """Through the loader, as the job loads a model: fetch (inline), load, warm up, verify."""
+    data = artifact.read_bytes()
+    d = pb.ModelDescriptor(name="m", data_type="d", version=1, model_type=model_type, inline_bytes=data)
+    return load_servable(d, ArtifactFetcher(tmp_path / "cache", FetchPolicy.parse([])))
+
+
+@pytest.mark.parametrize("sample", SAMPLES)
+def test_every_sample_model_passes_its_own_verification_on_load(samples, tmp_path, sample):
+    artifact, model_type = artifact_of(samples[sample], tmp_path)
+    assert load_inline(artifact, model_type, tmp_path).verified == len(load_samples(samples[sample])["inputs"])
+
+
+def test_a_pmml_model_that_disagrees_with_its_verification_is_refused_naming_sample_and_output(samples, tmp_path):
+    expected = load_samples(samples["wine-pmml"])["expected"][2]["probability_1"]
+    text = (samples["wine-pmml"] / "model.pmml").read_text()
+    cell = f"<probability_1>{expected!r}</probability_1>"
+    assert text.count(cell) == 1
+    changed = tmp_path / "changed.pmml"
+    changed.write_text(text.replace(cell, f"<probability_1>{expected + 0.01!r}</probability_1>"))
+    with pytest.raises(VerificationError, match=r"sample 3 of 16: output 'probability_1' is [0-9.e-]+, "
+                                                r"expected [0-9.e-]+ \(rtol 0.0001, atol 1e-05\)"):
+        load_inline(changed, pb.PMML, tmp_path)
+
+
+def test_a_saved_model_that_disagrees_with_its_verification_is_refused(samples, tmp_path):
+    import json
+    import shutil
+
+    copy = tmp_path / "wine-tf"
+    shutil.copytree(samples["wine-tf"], copy)
+    shipped = copy / "saved_model" / "assets.extra" / "verification.json"
+    doc = json.loads(shipped.read_text())
+    doc["expected"][1]["probabilities"][2] += 0.2
+    shipped.write_text(json.dumps(doc))
+    artifact, _ = artifact_of(copy, tmp_path)
+    with pytest.raises(VerificationError, match=r"sample 2 of 16: output 'probabilities' \[2\] is"):
+        load_inline(artifact, pb.TENSORFLOW_SAVED_MODEL, tmp_path)
+
+
+@pytest.mark.parametrize(("actual", "expected", "found"), [
+    ("spam", "spam", ""),
+    ("ham", "spam", "is 'ham', expected 'spam'"),
+    (2, 2.0, ""),
+    (0.50004, 0.5, ""),
+    (0.52, 0.5, "is 0.52, expected 0.5"),
+    (np.array([0.1, 0.2]), [0.1, 0.25], "[1] is 0.2, expected 0.25"),
+    (np.array([0.1]), [0.1, 0.2], "has shape [1], expected [2]"),
+])
+def test_outputs_are_compared_exactly_for_text_and_within_tolerance_for_numbers(actual, expected, found):
+    from scoring.verification import Tolerance, difference
+
+    problem = difference(actual, expected, Tolerance(rtol=1e-4, atol=1e-5))
+    assert (found in problem) if found else problem == ""

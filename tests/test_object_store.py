@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import time
 from pathlib import Path
 
 import fsspec
@@ -15,7 +14,7 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from contract import scoring_pb2 as pb
-from infra.job_harness import RunningJob, ScoringSetup
+from infra.job_harness import RunningJob, ScoringSetup, nudge_until_event
 from infra.procs import free_port
 from model_store import cli
 from model_store.fetcher import ArtifactFetcher, FetchError, FetchPolicy
@@ -131,12 +130,7 @@ def test_the_job_scores_with_models_from_the_bucket_and_swaps_to_the_next(s3, ka
         first = setup.send_records("s3-wine", rows, prefix="v1")
         assert len(setup.scores(expected=len(first), timeout_s=180)) == len(first), job.log_tail()
         setup.publish("s3-wine", "s3-wine", "tensorflow", samples["wine-tf"] / "saved_model")
-        during = []  # the operator swaps as records pass: keep some coming until it did
-        deadline = time.monotonic() + 120
-        while not (swapped := available(setup, 2)) and time.monotonic() < deadline:
-            during += setup.send_records("s3-wine", rows[:5], prefix=f"during-{len(during)}")
-            time.sleep(1)
-        assert swapped, job.log_tail()
+        swapped, during = nudge_until_event(setup, pb.ModelEvent.AVAILABLE, "s3-wine", 2, rows, "during")
         second = setup.send_records("s3-wine", rows, prefix="v2")
         results = setup.scores(expected=len(first + during + second), timeout_s=120)
         job.assert_running()
@@ -145,8 +139,3 @@ def test_the_job_scores_with_models_from_the_bucket_and_swaps_to_the_next(s3, ka
     assert {r.model_version for r in results if r.record_id.startswith("v1-")} == {1}
     assert {r.model_version for r in results if r.record_id.startswith("v2-")} == {2}
 
-
-def available(setup: ScoringSetup, version: int) -> pb.ModelEvent | None:
-    found = [e for e in setup.events(timeout_s=1)
-             if e.state == pb.ModelEvent.AVAILABLE and e.model_version == version]
-    return found[0] if found else None

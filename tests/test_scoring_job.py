@@ -12,7 +12,13 @@ import pytest
 from contract import scoring_pb2 as pb
 from contract.values import to_python
 from infra import flink_cluster
-from infra.job_harness import RunningJob, ScoringSetup, describe, latest_checkpoint
+from infra.job_harness import (
+    RunningJob,
+    ScoringSetup,
+    describe,
+    latest_checkpoint,
+    nudge_until_event,
+)
 from model_store import cli
 from model_store.repository import ModelRepository
 from model_store.server import ModelStoreServer
@@ -174,6 +180,27 @@ def test_a_bad_model_is_rejected_while_the_old_one_keeps_serving(scoring, sample
     assert "not newer than v2" in rejected.reason and "ROLLBACK" in rejected.reason
 
     ids += scoring.send_records("guarded", rows, prefix="guarded-v2")
+    results = [r for r in scoring.scores(timeout_s=60, expected=None) if r.record_id in set(ids)]
+    assert sorted(r.record_id for r in results) == sorted(ids)
+    assert {r.model_version for r in results} == {1}
+
+
+def test_a_model_that_fails_its_own_verification_is_refused_and_the_old_one_serves(scoring, samples, tmp_path):
+    doc = load_samples(samples["wine-pmml"])
+    scoring.publish("verified", "verified", "pmml", samples["wine-pmml"] / "model.pmml")
+    ids = scoring.send_records("verified", doc["inputs"], prefix="verified-v1")
+    ready = scoring.wait_for_event(Event.READY, "verified", 1)
+    assert ready.reason == f"verified on {len(doc['inputs'])} samples"
+    expected = doc["expected"][2]["probability_1"]
+    drifted = tmp_path / "drifted.pmml"  # the same model, claiming other outputs for sample 3
+    drifted.write_text((samples["wine-pmml"] / "model.pmml").read_text().replace(
+        f"<probability_1>{expected!r}</probability_1>", f"<probability_1>{expected + 0.01!r}</probability_1>"))
+    scoring.publish("verified", "verified", "pmml", drifted)
+    error, during = nudge_until_event(scoring, Event.ERROR, "verified", 2, doc["inputs"], "verified-during")
+    ids += during
+    assert "verify failed: sample 3 of 16: output 'probability_1'" in error.reason
+    assert "keeps its current model" in error.reason
+    ids += scoring.send_records("verified", doc["inputs"], prefix="verified-after")
     results = [r for r in scoring.scores(timeout_s=60, expected=None) if r.record_id in set(ids)]
     assert sorted(r.record_id for r in results) == sorted(ids)
     assert {r.model_version for r in results} == {1}

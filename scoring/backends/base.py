@@ -14,12 +14,15 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from contract.values import PyValue
 from scoring.errors import InputTypeError, MissingInputError
+
+if TYPE_CHECKING:
+    from scoring.verification import Verification
 
 Kind = Literal["float", "int", "string"]
 Outputs = dict[str, Any]
@@ -59,6 +62,10 @@ class LoadedModel(ABC):
     @abstractmethod
     def warm_up_inputs(self) -> list[dict[str, PyValue]]:
         """Inputs to score before the model is declared ready."""
+
+    def verification(self) -> Verification | None:
+        """Sample inputs with the outputs the model must give for them, if it ships any."""
+        return None
 
     @abstractmethod
     def release(self) -> None:

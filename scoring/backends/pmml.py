@@ -19,6 +19,7 @@ from lxml import etree
 
 from scoring.backends.base import InputField, Kind, LoadedModel, ModelBackend, Outputs
 from scoring.errors import ModelLoadError
+from scoring.verification import Verification, from_pmml
 
 PMML_KINDS: dict[str, Kind] = {
     "double": "float",
@@ -40,7 +41,7 @@ def pmml_context():
         return PMMLContext.getOrCreate(gateway="jpype")
 
 
-def check_pmml_document(data: bytes, where: str) -> None:
+def check_pmml_document(data: bytes, where: str):
     """Refuse anything but a plain PMML document before the JVM's parser sees it.
 
     PMML never needs a DTD; refusing DOCTYPE shuts out external entities (XXE) and
@@ -58,10 +59,11 @@ def check_pmml_document(data: bytes, where: str) -> None:
         )
     if etree.QName(root).localname != "PMML":
         raise ModelLoadError(f"{where}: root element is <{etree.QName(root).localname}>, not <PMML>")
+    return root
 
 
 class PmmlModel(LoadedModel):
-    def __init__(self, model, where: str) -> None:
+    def __init__(self, model, where: str, document=None) -> None:
         self._model = model
         self._input_names = list(model.inputNames)
         self.input_fields = {}
@@ -76,6 +78,7 @@ class PmmlModel(LoadedModel):
         self._categories = {f.name: list(f.valuesAsString or []) for f in model.inputFields}
         self._outputs = [(str(f.name), OUTPUT_TYPES.get(str(f.dataType).lower(), str))
                          for f in model.outputFields]
+        self._verification = from_pmml(document, self.input_fields) if document is not None else None
 
     def predict(self, batch: Sequence[dict[str, Any]]) -> list[Outputs]:
         rows = [[r[n] for n in self._input_names] for r in batch]
@@ -105,6 +108,9 @@ class PmmlModel(LoadedModel):
                 row[name] = 0 if field.kind == "int" else 0.0
         return [row, dict(row)]
 
+    def verification(self) -> Verification | None:
+        return self._verification
+
     def release(self) -> None:
         self._model = None
 
@@ -116,7 +122,7 @@ class PmmlBackend(ModelBackend):
             data = artifact.read_bytes()
         except OSError as err:
             raise ModelLoadError(f"{where} cannot be read: {err}") from err
-        check_pmml_document(data, where)
+        document = check_pmml_document(data, where)
         pmml_context()
         from pypmml import Model
 
@@ -124,4 +130,4 @@ class PmmlBackend(ModelBackend):
             model = Model.fromString(data.decode("utf-8"))
         except Exception as err:  # pypmml raises the JVM's exceptions
             raise ModelLoadError(f"{where} is not a PMML model pypmml can load: {err}") from err
-        return PmmlModel(model, where)
+        return PmmlModel(model, where, document)

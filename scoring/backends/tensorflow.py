@@ -21,11 +21,13 @@ import numpy as np
 from model_store.fetcher import partial_path
 from scoring.backends.base import InputField, Kind, LoadedModel, ModelBackend, Outputs
 from scoring.errors import ModelLoadError
+from scoring.verification import Verification, from_json_file
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 DEFAULT_SIGNATURE = "serving_default"
 WARMUP_FILE = Path("assets.extra") / "warmup_inputs.json"
+VERIFICATION_FILE = Path("assets.extra") / "verification.json"
 
 
 def _kind(dtype) -> Kind | None:
@@ -111,6 +113,9 @@ class TensorFlowModel(LoadedModel):
             else:
                 row[name] = 0 if field.kind == "int" else 0.0
         return [row, dict(row)]
+
+    def verification(self) -> Verification | None:
+        return from_json_file(self._directory / VERIFICATION_FILE)
 
     def release(self) -> None:
         self._signature = None
