@@ -27,6 +27,7 @@ from bench.run import (
     end_offset,
     group_processes,
     log,
+    produce_fast,
     produce_records,
     publish_small_models,
     read_all,
@@ -139,13 +140,14 @@ def main(argv: list[str] | None = None) -> int:
         bench = Bench(stack, 1000 if args.kind == "many" else args.records)
         extra: dict = {"batch_size": args.batch_size}
         if args.kind == "many":  # as bench.run's many-models case: every record another data type
-            setup = bench.setup(shared_data=False)
+            setup = bench.setup()
             data_types = publish_small_models(setup, args.models)
             produce_records(setup.bootstrap, setup.topics["data"], small_rows(bench), args.records, data_types)
             extra["model_cache_size"] = args.models + 100
         else:
             setup = bench.setup()
             bench.publish(setup, "pmml" if args.kind == "passthrough" else args.kind, bench.data_types)
+            produce_fast(setup.bootstrap, setup.topics["data"], bench.measured(args.records))
         job_args = setup.job_args(delivery="at-least-once", max_held_records=10**7,
                                   passthrough=str(args.kind == "passthrough").lower(), **extra)
         with RunningJob(job_args, setup.workdir / "job.log") as job:

@@ -7,6 +7,14 @@ from pathlib import Path
 PROFILES = "bench/results/profile-<kind>.txt"  # written by `python -m bench.profile --kind <kind>`
 TARGETS = [
     # (label, value, target, higher is better)
+    ("PMML job / raw PMML", lambda r: r["throughput"]["pmml_rps"] / r["throughput"]["raw_pmml_rps"], 0.5, True),
+    ("TF job / raw TF", lambda r: r["throughput"]["tf_rps"] / r["throughput"]["raw_tf_rps"], 0.25, True),
+    ("pass-through / bare PyFlink", lambda r: r["throughput"]["passthrough_rps"] / r["throughput"]["bare_pyflink_rps"],
+     0.85, True),
+    ("PMML job / plain consumer", lambda r: r["throughput"]["pmml_rps"] / r["throughput"]["plain_consumer_pmml_rps"],
+     1.0, True),
+    ("TF job / plain consumer", lambda r: r["throughput"]["tf_rps"] / r["throughput"]["plain_consumer_tf_rps"],
+     1.0, True),
     ("PMML / pass-through", lambda r: r["throughput"]["pmml_rps"] / r["throughput"]["passthrough_rps"], 0.8, True),
     ("TF / pass-through", lambda r: r["throughput"]["tf_rps"] / r["throughput"]["passthrough_rps"], 0.7, True),
     ("PMML / remote HTTP", lambda r: r["throughput"]["pmml_rps"] / r["throughput"]["remote_http_rps"], 10, True),
@@ -33,7 +41,8 @@ def markdown(report: dict) -> str:
            f"1-minute load average during the run: {_load(report)}\n"]
     t = report.get("throughput")
     if t:
-        out += ["## Throughput (records/s, timed first result to last)\n",
+        out += ["## Throughput (records/s, steady: results between the 10th and 90th percentile of their "
+                "times, after a warm-up record per data type)\n",
                 "| case | p=1 | ÷ pass-through | ÷ raw library | p=2 |", "|---|---:|---:|---:|---:|"]
         for label, key, raw in [("pass-through", "passthrough", None), ("PMML", "pmml", "raw_pmml_rps"),
                                 ("TensorFlow", "tf", "raw_tf_rps"), ("remote HTTP (TF)", "remote_http", "raw_tf_rps")]:
@@ -41,6 +50,11 @@ def markdown(report: dict) -> str:
             ratio_raw = _fmt(rps / t[raw]) if raw else "—"
             p2 = _fmt(t[f"{key}_p2_rps"]) if f"{key}_p2_rps" in t else "—"
             out.append(f"| {label} | {_fmt(rps)} | {rps / t['passthrough_rps']:.2f} | {ratio_raw} | {p2} |")
+        for label, key in [("bare PyFlink (same topology, identity functions)", "bare_pyflink_rps"),
+                           ("plain consumer, PMML (kafka-python loop)", "plain_consumer_pmml_rps"),
+                           ("plain consumer, TF (kafka-python loop)", "plain_consumer_tf_rps")]:
+            if key in t:
+                out.append(f"| {label} | {_fmt(t[key])} | {t[key] / t['passthrough_rps']:.2f} | | |")
         out.append(f"| raw PMML (no Flink, batches of 256) | {_fmt(t['raw_pmml_rps'])} | | | |")
         out.append(f"| raw TF (no Flink, batches of 256) | {_fmt(t['raw_tf_rps'])} | | | |\n")
     if "swap" in report:
@@ -89,9 +103,12 @@ def chart(report: dict, target: Path) -> None:
     for ax, panel in zip(axes[0], panels, strict=False):
         if panel == "throughput":
             t = report["throughput"]
-            labels = ["pass-through", "PMML", "TF", "remote HTTP", "raw PMML", "raw TF"]
-            keys = ["passthrough_rps", "pmml_rps", "tf_rps", "remote_http_rps", "raw_pmml_rps", "raw_tf_rps"]
-            ax.bar(labels, [t[k] for k in keys], color=["grey", "C0", "C1", "C3", "C0", "C1"])
+            bars = [("bare PyFlink", "bare_pyflink_rps", "black"), ("pass-through", "passthrough_rps", "grey"),
+                    ("PMML", "pmml_rps", "C0"), ("TF", "tf_rps", "C1"), ("remote HTTP", "remote_http_rps", "C3"),
+                    ("plain PMML", "plain_consumer_pmml_rps", "C2"), ("plain TF", "plain_consumer_tf_rps", "C2"),
+                    ("raw PMML", "raw_pmml_rps", "C0"), ("raw TF", "raw_tf_rps", "C1")]
+            bars = [b for b in bars if b[1] in t]
+            ax.bar([b[0] for b in bars], [t[b[1]] for b in bars], color=[b[2] for b in bars])
             ax.set_yscale("log")
             ax.set_ylabel("records/s (log)")
             ax.set_title("Throughput, parallelism 1")

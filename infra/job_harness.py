@@ -137,13 +137,15 @@ def describe(e: pb.ModelEvent) -> str:
 
 
 class RunningJob:
-    """`python -m jobs.scoring_job` on a local MiniCluster, killed on exit: its process group,
+    """`python -m jobs.scoring_job` (or another job module) on a local MiniCluster, killed on exit: its process group,
     then anything it started elsewhere (marked in its environment)."""
 
     MARK = "SCORING_MINICLUSTER_JOB"
 
-    def __init__(self, args: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, args: list[str], log_path: Path, env: dict[str, str] | None = None,
+                 module: str = "jobs.scoring_job") -> None:
         self.args = args
+        self.module = module
         self.log_path = log_path
         self.mark = uuid.uuid4().hex
         self.env = {**(env or os.environ), self.MARK: self.mark}
@@ -151,7 +153,7 @@ class RunningJob:
 
     def __enter__(self) -> RunningJob:
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "jobs.scoring_job", *self.args],
+        self.proc = subprocess.Popen([sys.executable, "-m", self.module, *self.args],
                                      cwd=paths.ROOT, stdout=log, stderr=subprocess.STDOUT,
                                      start_new_session=True, env=self.env)
         return self

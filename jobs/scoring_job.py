@@ -107,8 +107,9 @@ def options_from(args: argparse.Namespace) -> ScoringOptions:
     )
 
 
-def build(env, args: argparse.Namespace) -> None:
-    """Sources -> parse -> connect(keyed records, broadcast models) -> score -> sinks."""
+def build(env, args: argparse.Namespace, parse_records=None, score=None) -> None:
+    """Sources -> parse -> connect(keyed records, broadcast models) -> score -> sinks.
+    The benchmarks' bare-PyFlink baseline passes identity functions for the two."""
     def source(topic: str, group: str):
         return env.from_source(
             bytes_source(args.bootstrap_servers, topic, group, args.starting_offsets),
@@ -119,7 +120,7 @@ def build(env, args: argparse.Namespace) -> None:
                                   transactional_id_prefix=f"{args.group_id}-{name}")).name(f"kafka: {topic}")
 
     records = (source(args.data_topic, args.group_id)
-               .process(ParseRecords(args.max_record_bytes), output_type=KEYED_RECORD)
+               .process(parse_records or ParseRecords(args.max_record_bytes), output_type=KEYED_RECORD)
                .name("parse records"))
     # Model updates are read from the start, so a fresh job learns every data type's model.
     models = (env.from_source(
@@ -129,7 +130,7 @@ def build(env, args: argparse.Namespace) -> None:
               .name("parse model descriptors"))
     scored = (records.key_by(lambda r: r[0], key_type=Types.STRING())
               .connect(models.broadcast(ACCEPTED_MODELS))
-              .process(ScoreRecords(options_from(args)), output_type=BYTES)
+              .process(score or ScoreRecords(options_from(args)), output_type=BYTES)
               .name("score"))
 
     sink(scored, args.scores_topic, "scores")
@@ -150,16 +151,21 @@ def check_models_topic_or_exit(args: argparse.Namespace) -> None:
         print(f"WARNING: {problem}. See the README, 'The models topic'.", file=sys.stderr, flush=True)
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-    check_models_topic_or_exit(args)
+def environment(args: argparse.Namespace):
+    """The execution environment the job's flags ask for."""
     extra = {"python.fn-execution.bundle.time": str(args.bundle_time_ms)}
     if args.checkpoint_dir:
         extra["execution.checkpointing.dir"] = args.checkpoint_dir
         extra["execution.checkpointing.externalized-checkpoint-retention"] = "RETAIN_ON_CANCELLATION"
     if args.restore_from:
         extra["execution.state-recovery.path"] = args.restore_from
-    env = execution_environment(args.parallelism, args.checkpoint_interval_ms, extra)
+    return execution_environment(args.parallelism, args.checkpoint_interval_ms, extra)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    check_models_topic_or_exit(args)
+    env = environment(args)
     build(env, args)
     env.execute(args.job_name)
 
