@@ -38,6 +38,7 @@ class ScoringSetup:
     models_topic_config: Mapping[str, str] = field(default_factory=lambda: MODELS_TOPIC_CONFIG)
 
     def __post_init__(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
         create_job_topics(self.bootstrap, self.topics, partitions=1, models_config=self.models_topic_config)
 
     def job_args(self, **overrides) -> list[str]:
