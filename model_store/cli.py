@@ -5,6 +5,7 @@
     model-store rollback --name wine --version 1
     model-store send --data-type wine --samples .run/samples/wine-pmml/samples.json --count 1000
     model-store status
+    model-store tail scores|dead-letters|events [--from-beginning] [--data-type wine] [--json]
 
 A publish copies the model into the versioned store and announces it on the models
 topic: inline when it is small, otherwise by its location on the store's HTTP server, or
@@ -25,7 +26,7 @@ from pathlib import Path
 from contract import scoring_pb2 as pb
 from contract.topics import TopicNames
 from contract.values import make_record
-from model_store import object_store
+from model_store import object_store, tail
 from model_store.kafka_io import check_models_topic, consume, produce, produce_keyed
 from model_store.repository import ModelRepository, StoredModel
 from model_store.server import DEFAULT_PORT, DEFAULT_ROOT
@@ -114,6 +115,14 @@ def cmd_send(args, repo: ModelRepository) -> int:
     return 0
 
 
+def cmd_tail(args, repo: ModelRepository) -> int:
+    topics = TopicNames.from_env()
+    topic = args.topic or {"scores": topics.scores, "dead-letters": topics.dead_letters,
+                           "events": topics.model_events}[args.what]
+    return tail.tail(args.bootstrap_servers, topic, args.what, args.from_beginning, args.data_type,
+                     args.json, args.max)
+
+
 def cmd_status(args, repo: ModelRepository) -> int:
     events = [pb.ModelEvent.FromString(v)
               for v in consume(args.bootstrap_servers, args.events_topic, timeout_s=args.timeout)]
@@ -162,6 +171,14 @@ def parser() -> argparse.ArgumentParser:
     send.add_argument("--id-prefix", default="")
     send.add_argument("--data-topic", default=topics.data)
 
+    tl = sub.add_parser("tail", help="follow the scores, dead letters or model events, a line each")
+    tl.add_argument("what", choices=sorted(tail.KINDS))
+    tl.add_argument("--from-beginning", action="store_true", help="the whole topic, not only what comes now")
+    tl.add_argument("--data-type", default="", help="only this data type's messages")
+    tl.add_argument("--json", action="store_true", help="one JSON object per line, for machines")
+    tl.add_argument("--max", type=int, default=0, help="stop after this many (default: until Ctrl-C)")
+    tl.add_argument("--topic", default="", help="the topic (default: the job's, $TOPIC_SCORES, ...)")
+
     st = sub.add_parser("status", help="the model each data type is served by, with its counters")
     st.add_argument("--events-topic", default=topics.model_events)
     st.add_argument("--timeout", type=float, default=5, help="seconds to read the events topic")
@@ -169,7 +186,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 COMMANDS = {"publish": cmd_publish, "list": cmd_list, "rollback": cmd_rollback, "send": cmd_send,
-            "status": cmd_status}
+            "status": cmd_status, "tail": cmd_tail}
 
 
 def main(argv: list[str] | None = None) -> int:
