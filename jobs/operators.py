@@ -111,6 +111,8 @@ class KeyState(KeyModels):
     held: int = 0  # records in the key's buffer (a ListState): counted here, not in state
     last_record_s: float = 0.0  # time.monotonic() of the key's last record
     last_stats_ms: int = field(default_factory=messages.now_ms)
+    unreported: bool = False  # scored since the last STATS event
+    stats_timer_ms: int = 0  # when the timer that reports them fires
 
 
 class ScoreRecords(KeyedBroadcastProcessFunction):
@@ -204,14 +206,15 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
             return
         if self._sparse(km):
             yield from self._score(servable, data_type, km, [raw])
-            return
-        self.buffer.add(raw)
-        km.held += 1
-        if km.held >= self.options.batch_size:
-            yield from self._flush(servable, data_type, km)
-        elif km.held == 1:
-            ctx.timer_service().register_processing_time_timer(
-                ctx.timer_service().current_processing_time() + self.options.batch_max_wait_ms)
+        else:
+            self.buffer.add(raw)
+            km.held += 1
+            if km.held >= self.options.batch_size:
+                yield from self._flush(servable, data_type, km)
+            elif km.held == 1:
+                ctx.timer_service().register_processing_time_timer(
+                    ctx.timer_service().current_processing_time() + self.options.batch_max_wait_ms)
+        yield from self._report_stats(data_type, km, ctx)
 
     def _sparse(self, km: KeyState) -> bool:
         now, last = time.monotonic(), km.last_record_s
@@ -225,13 +228,13 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
         yield from self._collect_loads()
         km = self._key_models(data_type)
         yield from self._advance(data_type, km)
-        if not km.held:
-            return
-        servable = self._servable(km)
-        if servable is not None:
-            yield from self._flush(servable, data_type, km)
-        else:
-            self._poll_again(ctx)
+        if km.held:
+            servable = self._servable(km)
+            if servable is not None:
+                yield from self._flush(servable, data_type, km)
+            else:
+                self._poll_again(ctx)
+        yield from self._report_stats(data_type, km, ctx, now=max(messages.now_ms(), timestamp))
 
     def _hold(self, raw: bytes, km: KeyState, ctx):
         """No model is ready for this key: keep the record (bounded) or dead-letter it."""
@@ -338,7 +341,7 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
                 failed += 1
                 yield DEAD_LETTERS, messages.dead_letter(raw, *failure, record, servable.key)
         self._account(servable, len(records), failed, elapsed)
-        yield from self._maybe_report_stats(data_type, km, servable)
+        km.unreported = True
 
     def _account(self, servable: Servable, size: int, failed: int, elapsed_s: float) -> None:
         stats = self.stats.setdefault(servable.key, ModelStats(*servable.key))
@@ -351,12 +354,21 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
         self.m_batch_size.update(size)
         self.m_batch_latency.update(int(elapsed_s * 1e6))
 
-    def _maybe_report_stats(self, data_type: str, km: KeyState, servable: Servable):
-        now = messages.now_ms()
-        if now - km.last_stats_ms >= self.options.stats_interval_ms:
-            km.last_stats_ms = now
-            yield MODEL_EVENTS, self._event(
-                Event.STATS, data_type, km.current, stats=self.stats.get(servable.key))
+    def _report_stats(self, data_type: str, km: KeyState, ctx, now: int | None = None):
+        """A data type's counters go out every --stats-interval-ms while it scores, and once
+        more by a timer when it goes quiet: status shows what was scored, not what was
+        scored before the last record that happened to follow."""
+        if not km.unreported or km.current is None:
+            return
+        due = km.last_stats_ms + self.options.stats_interval_ms
+        now = now or messages.now_ms()
+        if now >= due:
+            km.last_stats_ms, km.unreported = now, False
+            stats = self.stats.get((km.current.name, km.current.version))
+            yield MODEL_EVENTS, self._event(Event.STATS, data_type, km.current, stats=stats)
+        elif km.stats_timer_ms != due:
+            km.stats_timer_ms = due
+            ctx.timer_service().register_processing_time_timer(due)
 
     def _event(self, state: int, data_type: str, d: pb.ModelDescriptor, reason: str = "",
                **extra) -> bytes:

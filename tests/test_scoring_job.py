@@ -206,6 +206,26 @@ def test_a_model_that_fails_its_own_verification_is_refused_and_the_old_one_serv
     assert {r.model_version for r in results} == {1}
 
 
+def test_a_burst_is_counted_in_status_without_a_record_after_it(scoring, samples, capsys):
+    """STATS go out by a timer once a data type goes quiet, not only with a later record."""
+    rows = load_samples(samples["wine-pmml"])["inputs"]
+    scoring.publish("quiet", "quiet", "pmml", samples["wine-pmml"] / "model.pmml")
+    ids = scoring.send_records("quiet", rows, prefix="quiet")
+    deadline = time.monotonic() + 90
+    while len(mine(scoring.scores(timeout_s=2), "quiet")) < len(ids) and time.monotonic() < deadline:
+        pass
+    deadline = time.monotonic() + 30  # the job's --stats-interval-ms is 1 s
+    counted = []
+    while not counted and time.monotonic() < deadline:
+        counted = [e for e in scoring.events(timeout_s=2)
+                   if e.state == Event.STATS and e.data_type == "quiet" and e.stats["usage"] == len(ids)]
+    assert counted, [describe(e) for e in scoring.events() if e.data_type == "quiet"]
+    assert cli.main(["--bootstrap-servers", scoring.bootstrap, "status",
+                     "--events-topic", scoring.topics["model-events"]]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("quiet "))
+    assert line.split()[1:3] == ["quiet", "1"] and line.split()[5] == str(len(ids))
+
+
 def test_a_restarted_job_scores_with_the_same_models_without_a_republish(kafka, store, samples, tmp_path):
     repo, server = store
     setup = ScoringSetup(kafka.bootstrap_servers, repo, server.base_url, tmp_path)
