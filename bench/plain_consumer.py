@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from kafka import KafkaConsumer, KafkaProducer
 
@@ -36,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--group-id", default="plain-consumer")
     args = p.parse_args(argv)
 
-    model = backend_for(TYPES[args.model_type]).load(args.artifact)
+    model = backend_for(TYPES[args.model_type]).load(Path(args.artifact))
     warm_up(model)
     consumer = KafkaConsumer(args.data_topic, bootstrap_servers=args.bootstrap_servers, group_id=args.group_id,
                              enable_auto_commit=False, auto_offset_reset="earliest",

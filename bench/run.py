@@ -7,8 +7,8 @@ broker; nothing here asserts, it reports.
 Throughput is a steady-state rate. Each case's job first scores one warm-up record per data
 type, so its models are loaded and warm; only then are the measured records produced, with
 librdkafka (far faster than any job here), to a topic of the case's own. The rate counts the
-results whose Kafka timestamps fall between the 10th and 90th percentile of them all; how
-many fell before and after that window is reported with it.
+results whose broker append times (LogAppendTime) fall between the 10th and 90th percentile
+of them all; how many fell before and after that window is reported with it.
 
     python -m bench.run [--records 200000] [--only throughput,swap,many_models,batch_sweep]
 """
@@ -35,10 +35,10 @@ from kafka import KafkaConsumer, TopicPartition
 from contract import scoring_pb2 as pb
 from contract.values import make_record
 from infra import paths
-from infra.job_harness import RunningJob, ScoringSetup
+from infra.job_harness import ROLES, RunningJob, ScoringSetup
 from infra.kafka_broker import KafkaBroker
 from infra.procs import free_port, port_is_open, wait_until
-from infra.topics import create_topics
+from infra.topics import create_topics, unique_topics
 from model_store import cli
 from model_store.kafka_io import committed_reader, produce
 from model_store.repository import ModelRepository
@@ -117,8 +117,8 @@ def produce_fast(bootstrap: str, topic: str, values: list[bytes]) -> float:
 
 
 def result_times(bootstrap: str, topic: str, parse, prefix: str = "m-") -> list[int]:
-    """The Kafka timestamps (ms: when the job's sink produced them) of the results of the
-    measured records (ids starting with `prefix`)."""
+    """When the broker appended the results of the measured records (ids starting with
+    `prefix`): their LogAppendTime timestamps, in ms."""
     consumer = committed_reader(bootstrap, topic)
     times, idle_since = [], time.monotonic()
     try:
@@ -135,7 +135,7 @@ def steady(times_ms: list[int], low: float = 10, high: float = 90) -> dict:
     """Records/s between the `low` and `high` percentiles of the result times."""
     if len(times_ms) < 10:
         return {"rps": float("nan"), "results": len(times_ms), "before_window": 0, "after_window": 0}
-    start, end = np.percentile(times_ms, [low, high])
+    start, end = (float(x) for x in np.percentile(times_ms, [low, high]))
     inside = sum(start <= t <= end for t in times_ms)
     return {"rps": inside / ((end - start) / 1000) if end > start else float("nan"), "results": len(times_ms),
             "window_s": (end - start) / 1000, "before_window": sum(t < start for t in times_ms),
@@ -227,14 +227,16 @@ class Bench:
         return packed
 
     def setup(self, partitions: int = 2) -> ScoringSetup:
-        """A case's own topics; the data topic with two partitions, so p=2 has work for both."""
+        """A case's own topics: the data topic with two partitions, so p=2 has work for both;
+        the scores topic stamps each message when the broker appends it (a sink otherwise
+        passes on the timestamp of the record it came from)."""
         self.case_no += 1
         workdir = self.workdir / f"case-{self.case_no}"
-        workdir.mkdir(parents=True)
-        setup = ScoringSetup(self.broker.bootstrap_servers, self.repo, self.store.base_url, workdir)
-        setup.topics["data"] += "-p"
-        create_topics(setup.bootstrap, [setup.topics["data"]], partitions=partitions)
-        return setup
+        topics = unique_topics(*ROLES)
+        create_topics(self.broker.bootstrap_servers, [topics["data"]], partitions=partitions)
+        create_topics(self.broker.bootstrap_servers, [topics["scores"]],
+                      configs={topics["scores"]: {"message.timestamp.type": "LogAppendTime"}})
+        return ScoringSetup(self.broker.bootstrap_servers, self.repo, self.store.base_url, workdir, topics)
 
     def warm_then_measure(self, setup: ScoringSetup, job: RunningJob, n: int, timeout_s: float) -> float:
         """One record per data type until all are scored (models loaded and warm), then the n
