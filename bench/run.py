@@ -69,19 +69,23 @@ def end_offset(bootstrap: str, topic: str) -> int:
         consumer.close()
 
 
-def read_all(bootstrap: str, topic: str, parse) -> list:
-    """Every committed message of a topic, parsed, with the time it was read."""
+def committed_records(bootstrap: str, topic: str) -> list:
+    """Every committed record of a topic (until none came for 3 s)."""
     consumer = committed_reader(bootstrap, topic)
     out, idle_since = [], time.monotonic()
     try:
         while time.monotonic() - idle_since < 3:
-            batch = consumer.poll(timeout_ms=500)
-            for records in batch.values():
-                out.extend(parse(r.value) for r in records)
+            for records in consumer.poll(timeout_ms=500).values():
+                out.extend(records)
                 idle_since = time.monotonic()
     finally:
         consumer.close()
     return out
+
+
+def read_all(bootstrap: str, topic: str, parse) -> list:
+    """Every committed message of a topic, parsed."""
+    return [parse(r.value) for r in committed_records(bootstrap, topic)]
 
 
 def wait_for_results(setup: ScoringSetup, expected: int, job: RunningJob, timeout_s: float) -> float:
@@ -119,16 +123,8 @@ def produce_fast(bootstrap: str, topic: str, values: list[bytes]) -> float:
 def result_times(bootstrap: str, topic: str, parse, prefix: str = "m-") -> list[int]:
     """When the broker appended the results of the measured records (ids starting with
     `prefix`): their LogAppendTime timestamps, in ms."""
-    consumer = committed_reader(bootstrap, topic)
-    times, idle_since = [], time.monotonic()
-    try:
-        while time.monotonic() - idle_since < 3:
-            for records in consumer.poll(timeout_ms=500).values():
-                times.extend(r.timestamp for r in records if parse(r.value).record_id.startswith(prefix))
-                idle_since = time.monotonic()
-    finally:
-        consumer.close()
-    return times
+    return [r.timestamp for r in committed_records(bootstrap, topic)
+            if parse(r.value).record_id.startswith(prefix)]
 
 
 def steady(times_ms: list[int], low: float = 10, high: float = 90) -> dict:

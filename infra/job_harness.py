@@ -100,14 +100,22 @@ class ScoringSetup:
         return [pb.ModelEvent.FromString(v)
                 for v in consume(self.bootstrap, self.topics["model-events"], None, timeout_s)]
 
+    def find_event(self, state: int, data_type: str, version: int, timeout_s: float = 2) -> pb.ModelEvent | None:
+        """The first event of this state, data type and version the topic holds now."""
+        return next((e for e in self.events(timeout_s)
+                     if (e.state, e.data_type, e.model_version) == (state, data_type, version)), None)
+
+    def no_event(self, state: int, data_type: str, version: int, timeout_s: float) -> AssertionError:
+        return AssertionError(f"no {pb.ModelEvent.State.Name(state)} event for {data_type} v{version} "
+                              f"in {timeout_s:.0f}s; events: {[describe(e) for e in self.events(2)]}")
+
     def wait_for_event(self, state: int, data_type: str, version: int, timeout_s: float = 90) -> pb.ModelEvent:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            for e in self.events(timeout_s=2):
-                if (e.state, e.data_type, e.model_version) == (state, data_type, version):
-                    return e
-        raise AssertionError(f"no {pb.ModelEvent.State.Name(state)} event for {data_type} v{version} "
-                             f"in {timeout_s}s; events: {[describe(e) for e in self.events(2)]}")
+            found = self.find_event(state, data_type, version)
+            if found:
+                return found
+        raise self.no_event(state, data_type, version, timeout_s)
 
 
 def nudge_until_event(setup: ScoringSetup, state: int, data_type: str, version: int, rows: list[dict],
@@ -118,12 +126,10 @@ def nudge_until_event(setup: ScoringSetup, state: int, data_type: str, version: 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         sent += setup.send_records(data_type, rows[:5], prefix=f"{prefix}-{len(sent)}")
-        found = [e for e in setup.events(timeout_s=1)
-                 if (e.state, e.data_type, e.model_version) == (state, data_type, version)]
+        found = setup.find_event(state, data_type, version, timeout_s=1)
         if found:
-            return found[0], sent
-    raise AssertionError(f"no {pb.ModelEvent.State.Name(state)} event for {data_type} v{version} in "
-                         f"{timeout_s:.0f}s; events: {[describe(e) for e in setup.events(2)]}")
+            return found, sent
+    raise setup.no_event(state, data_type, version, timeout_s)
 
 
 def model_key(message: bytes) -> bytes:

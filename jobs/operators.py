@@ -254,7 +254,7 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
             self._poll_again(ctx)
 
     def _unservable(self, km: KeyState) -> str:
-        only = km.next if km.current is None and km.next is not None else None
+        only = km.next if km.current is None else None  # the model this key waits for, if any
         status = self.manager.get(only, urgent=True) if only is not None else None
         return unservable_reason(km, status, self.manager.retry_after_s)
 

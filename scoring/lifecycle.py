@@ -70,10 +70,8 @@ def label(d: Descriptor | None) -> str:
 def take_up(km: KeyModels, accepted: Descriptor | None) -> TakenUp | None:
     """The descriptor accepted for this data type becomes its next model, unless it already
     is the current or next one, or was given up on."""
-    if accepted is None:
-        return None
-    known = {id_of(d) for d in (km.current, km.next) if d is not None}
-    if id_of(accepted) in known or id_of(accepted) == km.failed_id:
+    seen = {id_of(d) for d in (km.current, km.next) if d is not None} | {km.failed_id}
+    if accepted is None or id_of(accepted) in seen:
         return None
     km.next = accepted
     return TakenUp(accepted, urgent=km.current is None)

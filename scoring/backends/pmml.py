@@ -63,7 +63,7 @@ def check_pmml_document(data: bytes, where: str):
 
 
 class PmmlModel(LoadedModel):
-    def __init__(self, model, where: str, document=None) -> None:
+    def __init__(self, model, where: str, document) -> None:
         self._model = model
         self._input_names = list(model.inputNames)
         self.input_fields = {}
@@ -78,7 +78,7 @@ class PmmlModel(LoadedModel):
         self._categories = {f.name: list(f.valuesAsString or []) for f in model.inputFields}
         self._outputs = [(str(f.name), OUTPUT_TYPES.get(str(f.dataType).lower(), str))
                          for f in model.outputFields]
-        self._verification = from_pmml(document, self.input_fields) if document is not None else None
+        self._verification = from_pmml(document, self.input_fields)
 
     def predict(self, batch: Sequence[dict[str, Any]]) -> list[Outputs]:
         rows = [[r[n] for n in self._input_names] for r in batch]
