@@ -7,6 +7,10 @@ answers: a small record of what changed, which it writes to keyed state and repo
 model event (TF Serving's names: LOADING when a descriptor is taken up, AVAILABLE when it is
 swapped in, UNLOADED for the one it replaced). A model that failed to load while another one
 served is given up, and not taken up again until a new descriptor is accepted.
+
+A descriptor with a SHADOW or CANARY policy does not swap in when READY: it starts a rollout
+(`scoring.rollout`), which the gate ends in a promotion (the swap) or ABANDONED. A promoted
+model may be watched; one that fails its watch is rolled back to the model it replaced.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from contract import scoring_pb2 as pb
 from scoring.loader import Servable
 from scoring.manager import ERROR, READY, LoadStatus
 from scoring.policy import descriptor_id
+from scoring.rollout import FAILED, PASSED, Progress, Watch, in_rollout, judge, watch_after_promotion
 
 Descriptor = pb.ModelDescriptor
 
@@ -28,23 +33,32 @@ class KeyModels:
     current: Descriptor | None = None
     next: Descriptor | None = None
     failed_id: str = ""  # the descriptor given up on while `current` served
+    rollout: Progress | None = None  # the next model's rollout, when it has one
+    watch: Watch | None = None  # the current model's watch after its promotion
+    previous: Descriptor | None = None  # what a watch rolls back to
 
 
 @dataclass(frozen=True)
 class TakenUp:
-    """`descriptor` is now the next model: load it (first, if nothing serves yet)."""
+    """`descriptor` is now the next model: load it (first, if nothing serves yet). A PROMOTE
+    of the candidate in rollout only marks it (`promotion`); a candidate replaced before its
+    rollout ended is `superseded`."""
 
     descriptor: Descriptor
     urgent: bool
+    promotion: bool = False
+    superseded: Descriptor | None = None
 
 
 @dataclass(frozen=True)
 class Swapped:
-    """`new` serves from now on; `old` (None for a first model) no longer does."""
+    """`new` serves from now on; `old` (None for a first model) no longer does. `promoted`:
+    why, when a rollout ended in the swap."""
 
     old: Descriptor | None
     new: Descriptor
     servable: Servable
+    promoted: str = ""
 
     @property
     def unloads_old(self) -> bool:
@@ -57,6 +71,38 @@ class GaveUp:
 
     descriptor: Descriptor
     error: str
+
+
+@dataclass(frozen=True)
+class RolloutStarted:
+    """The candidate is READY and scores beside the current model from now on."""
+
+    descriptor: Descriptor
+
+
+@dataclass(frozen=True)
+class GatePassed:
+    """The gate passed; the candidate waits for a PROMOTE (manual promotion)."""
+
+    descriptor: Descriptor
+    reason: str
+
+
+@dataclass(frozen=True)
+class Abandoned:
+    """The gate failed: the candidate is dropped and `current` serves on."""
+
+    descriptor: Descriptor
+    reason: str
+
+
+@dataclass(frozen=True)
+class RollingBack:
+    """The promoted `failed` model failed its watch; `to`, the model it replaced, is next."""
+
+    failed: Descriptor
+    to: Descriptor
+    reason: str
 
 
 def id_of(d: Descriptor) -> str:
@@ -73,24 +119,81 @@ def take_up(km: KeyModels, accepted: Descriptor | None) -> TakenUp | None:
     seen = {id_of(d) for d in (km.current, km.next) if d is not None} | {km.failed_id}
     if accepted is None or id_of(accepted) in seen:
         return None
+    if (accepted.action == Descriptor.PROMOTE and km.rollout is not None
+            and (accepted.name, accepted.version) == (km.next.name, km.next.version)):
+        promoted = Descriptor()
+        promoted.CopyFrom(accepted)
+        promoted.rollout.CopyFrom(km.next.rollout)  # its gate's watch still applies
+        km.next, km.rollout.promote = promoted, True
+        return TakenUp(promoted, urgent=False, promotion=True)
+    superseded = km.next if km.rollout is not None else None
     km.next = accepted
-    return TakenUp(accepted, urgent=km.current is None)
+    km.rollout = Progress() if km.current is not None and in_rollout(accepted) else None
+    return TakenUp(accepted, urgent=km.current is None, superseded=superseded)
 
 
-def settle(km: KeyModels, next_status: LoadStatus) -> Swapped | GaveUp | None:
-    """Where the next model's load stands decides: READY swaps it in; ERROR while a current
-    model serves gives it up; anything else waits (a data type with no other model keeps
-    its failed next one: the manager retries it)."""
+Change = Swapped | GaveUp | RolloutStarted | GatePassed | Abandoned
+
+
+def settle(km: KeyModels, next_status: LoadStatus, now_ms: int) -> Change | None:
+    """Where the next model's load stands decides: READY swaps it in, or starts or judges its
+    rollout; ERROR while a current model serves gives it up; anything else waits (a data
+    type with no other model keeps its failed next one: the manager retries it)."""
     if km.next is None:
         return None
-    if next_status.state == READY:
-        old, km.current, km.next = km.current, km.next, None
-        return Swapped(old, km.current, next_status.servable)
     if next_status.state == ERROR and km.current is not None:
-        given_up, km.next = km.next, None
+        given_up, km.next, km.rollout = km.next, None, None
         km.failed_id = id_of(given_up)
         return GaveUp(given_up, next_status.error)
+    if next_status.state != READY:
+        return None
+    r, gate = km.rollout, km.next.rollout.gate
+    if r is None:
+        return _swap(km, next_status.servable, now_ms)
+    if r.started_ms < 0:
+        r.started_ms = now_ms
+        return RolloutStarted(km.next)
+    if r.promote:
+        return _swap(km, next_status.servable, now_ms, "promoted by a person (PROMOTE)")
+    verdict = judge(gate, r, now_ms)
+    if verdict.outcome == FAILED:
+        abandoned, km.next, km.rollout = km.next, None, None
+        km.failed_id = id_of(abandoned)
+        return Abandoned(abandoned, verdict.reason)
+    if verdict.outcome == PASSED and not gate.manual_promotion:
+        return _swap(km, next_status.servable, now_ms, verdict.reason)
+    if verdict.outcome == PASSED and not r.passed_ms:
+        r.passed_ms = now_ms
+        return GatePassed(km.next, verdict.reason)
     return None
+
+
+def _swap(km: KeyModels, servable: Servable, now_ms: int, promoted: str = "") -> Swapped:
+    """The next model serves; a deployed one (not a rollback) is watched if its gate asks."""
+    old, new = km.current, km.next
+    km.current, km.next, km.rollout = new, None, None
+    rolled_back = old is not None and id_of(old) == km.failed_id  # see review_watch
+    watched = old is not None and new.action != Descriptor.ROLLBACK and not rolled_back
+    km.watch = watch_after_promotion(new.rollout.gate, now_ms) if watched else None
+    km.previous = old if km.watch is not None else None
+    return Swapped(old, new, servable, promoted)
+
+
+def review_watch(km: KeyModels, now_ms: int) -> RollingBack | None:
+    """A promoted model that fails its watch window goes back to the model it replaced; one
+    that lasts the window keeps serving."""
+    w = km.watch
+    if w is None:
+        return None
+    reason = w.failing()
+    if not reason and now_ms < w.until_ms:
+        return None
+    failed, to = km.current, km.previous
+    km.watch, km.previous = None, None
+    if not reason or to is None:
+        return None
+    km.failed_id, km.next, km.rollout = id_of(failed), to, None
+    return RollingBack(failed, to, reason)
 
 
 def unservable_reason(km: KeyModels, next_status: LoadStatus | None, retry_after_s: float) -> str:

@@ -204,11 +204,11 @@ def failed(error: str) -> LoadStatus:
 
 def test_a_first_model_is_taken_up_ahead_of_upgrades_and_swapped_in_once_ready():
     km = KeyModels()
-    assert take_up(km, None) is None and settle(km, LoadStatus(LOADING)) is None
+    assert take_up(km, None) is None and settle(km, LoadStatus(LOADING), 0) is None
     assert take_up(km, desc(1)) == TakenUp(desc(1), urgent=True) and km.next == desc(1)
     assert take_up(km, desc(1)) is None  # already the next one
-    assert settle(km, LoadStatus(LOADING)) is None and km.current is None
-    swapped = settle(km, ready(desc(1)))
+    assert settle(km, LoadStatus(LOADING), 0) is None and km.current is None
+    swapped = settle(km, ready(desc(1)), 0)
     assert (swapped.old, swapped.new, swapped.unloads_old) == (None, desc(1), False)
     assert (km.current, km.next) == (desc(1), None)
     assert take_up(km, desc(1)) is None  # already the current one
@@ -217,8 +217,8 @@ def test_a_first_model_is_taken_up_ahead_of_upgrades_and_swapped_in_once_ready()
 def test_an_upgrade_loads_while_the_current_model_serves_and_then_replaces_it():
     km = KeyModels(current=desc(1))
     assert take_up(km, desc(2)) == TakenUp(desc(2), urgent=False)
-    assert settle(km, LoadStatus(LOADING)) is None and km.current == desc(1)
-    swapped = settle(km, ready(desc(2)))
+    assert settle(km, LoadStatus(LOADING), 0) is None and km.current == desc(1)
+    swapped = settle(km, ready(desc(2)), 0)
     assert (swapped.old, swapped.new, swapped.unloads_old) == (desc(1), desc(2), True)
     assert (km.current, km.next, km.failed_id) == (desc(2), None, "")
 
@@ -226,7 +226,7 @@ def test_an_upgrade_loads_while_the_current_model_serves_and_then_replaces_it():
 def test_a_failed_upgrade_is_given_up_until_another_descriptor_is_accepted():
     km = KeyModels(current=desc(1))
     take_up(km, desc(2))
-    assert settle(km, failed("fetch failed: HTTP 500")) == GaveUp(desc(2), "fetch failed: HTTP 500")
+    assert settle(km, failed("fetch failed: HTTP 500"), 0) == GaveUp(desc(2), "fetch failed: HTTP 500")
     assert (km.current, km.next) == (desc(1), None) and km.failed_id
     assert take_up(km, desc(2)) is None  # the same announcement: not loaded again
     assert take_up(km, desc(3)).descriptor == desc(3)
@@ -235,7 +235,7 @@ def test_a_failed_upgrade_is_given_up_until_another_descriptor_is_accepted():
 def test_a_data_type_with_no_other_model_keeps_its_failed_model_for_the_retry_and_says_why():
     km = KeyModels()
     take_up(km, desc(1))
-    assert settle(km, failed("fetch failed: boom")) is None and km.next == desc(1)
+    assert settle(km, failed("fetch failed: boom"), 0) is None and km.next == desc(1)
     assert unservable_reason(km, failed("fetch failed: boom"), 30) == (
         "its only model, m v1, failed to load (fetch failed: boom); the load is retried every 30s")
     assert unservable_reason(km, LoadStatus(LOADING), 30) == ""
@@ -247,10 +247,10 @@ def test_a_rollback_is_a_new_announcement_even_of_a_version_seen_before():
     km = KeyModels(current=desc(2, t=1))
     back = desc(1, action=ROLLBACK, t=5)
     assert take_up(km, back) == TakenUp(back, urgent=False)
-    assert settle(km, ready(back)).unloads_old  # v2 is unloaded
+    assert settle(km, ready(back), 0).unloads_old  # v2 is unloaded
     same = desc(1, action=ROLLBACK, t=9)  # the serving version, announced again
     assert take_up(km, same) is not None
-    assert not settle(km, ready(same)).unloads_old  # v1 replaces v1: nothing to unload
+    assert not settle(km, ready(same), 0).unloads_old  # v1 replaces v1: nothing to unload
 
 
 def test_a_record_after_a_quiet_spell_longer_than_the_batch_wait_is_scored_at_once():
