@@ -21,7 +21,15 @@ from contract import scoring_pb2 as pb
 from scoring.loader import Servable
 from scoring.manager import ERROR, READY, LoadStatus
 from scoring.policy import descriptor_id
-from scoring.rollout import FAILED, PASSED, Progress, Watch, in_rollout, judge, watch_after_promotion
+from scoring.rollout import (
+    FAILED,
+    PASSED,
+    Progress,
+    Watch,
+    in_rollout,
+    judge,
+    watch_after_promotion,
+)
 
 Descriptor = pb.ModelDescriptor
 

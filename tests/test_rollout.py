@@ -32,6 +32,7 @@ from scoring.rollout import (
     PASSED,
     PENDING,
     Progress,
+    Watch,
     agrees,
     from_json,
     judge,
@@ -40,7 +41,6 @@ from scoring.rollout import (
     share_of,
     takes_part,
     to_json,
-    Watch,
 )
 
 SHADOW, CANARY = pb.RolloutPolicy.SHADOW, pb.RolloutPolicy.CANARY
