@@ -16,6 +16,7 @@ from scoring.backends.base import LoadedModel
 from scoring.backends.registry import BACKENDS, backend_for
 from scoring.batch import warm_up
 from scoring.errors import ArtifactFetchError, ModelLoadError
+from scoring.rollout import policy_problem
 from scoring.verification import verify
 
 
@@ -63,6 +64,10 @@ def check_descriptor(d: pb.ModelDescriptor) -> None:
         problems.append(f"model_type {d.model_type} has no backend")
     if d.WhichOneof("artifact") is None:
         problems.append("neither inline_bytes nor location is set")
+    if d.rollout.mode not in pb.RolloutPolicy.Mode.values():
+        problems.append(f"rollout mode {d.rollout.mode} is unknown")
+    elif policy_problem(d.rollout):
+        problems.append(f"rollout: {policy_problem(d.rollout)}")
     if problems:
         label = f"descriptor {d.name or '?'} v{d.version}"
         raise DescriptorError(f"{label} is invalid: {'; '.join(problems)}")

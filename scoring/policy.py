@@ -1,4 +1,5 @@
-"""Which model descriptors a data type accepts: newer versions, or an explicit rollback."""
+"""Which model descriptors a data type accepts: newer versions, an explicit rollback, or the
+promotion of the version in rollout."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ def accept(current: pb.ModelDescriptor | None, new: pb.ModelDescriptor) -> str |
         return None
     if descriptor_id(new) == descriptor_id(current):
         return f"{new.name} v{new.version} was already accepted (a duplicate message)"
+    if new.action == pb.ModelDescriptor.PROMOTE and (new.name, new.version) == (current.name, current.version):
+        return None  # ends the rollout of the version accepted last
     if new.name == current.name and new.version <= current.version:
         return (
             f"{new.name} v{new.version} is not newer than v{current.version} already accepted "

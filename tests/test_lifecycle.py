@@ -40,6 +40,9 @@ def test_policy_accepts_newer_versions_and_explicit_rollbacks_only():
     assert "duplicate" in accept(desc(2), desc(2))
     assert accept(desc(2), desc(1, action=ROLLBACK)) is None
     assert accept(desc(5, name="a"), desc(1, name="b")) is None  # another model takes over
+    promote = pb.ModelDescriptor.PROMOTE
+    assert accept(desc(2), desc(2, action=promote, t=5)) is None  # ends v2's rollout
+    assert "not newer than v2" in accept(desc(2), desc(1, action=promote, t=5))
 
 
 def test_descriptors_are_checked_when_parsed():
