@@ -8,6 +8,10 @@ framework's own predictions on them, to check the scoring backends against.
 
 - wine-pmml:  scikit-learn (StandardScaler + GradientBoosting) on sklearn's wine data, as PMML (nyoka)
 - wine-tf:    a Keras classifier on the same data and the same named inputs, as a SavedModel
+- wine-pmml-shallow: wine-pmml retrained with 2 trees of depth 1: a model that predicts
+              differently (rollout demos and tests: a shadow that fails its gate)
+- wine-tf-fragile: wine-tf with a bug: non-finite outputs when magnesium > 150, which none of
+              its samples has (rollout demos and tests: a promoted model that starts failing)
 - spam-tf:    a text classifier taking raw strings (vectorisation inside the graph)
 - digits-tf:  an image classifier taking base64 JPEG strings (decode, resize, scale inside
               the graph), on sklearn's 8x8 digits rendered as JPEG
@@ -23,6 +27,7 @@ import os
 import random
 import shutil
 import sys
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -85,7 +90,7 @@ def add_pmml_verification(path: Path, inputs: list[dict], expected: list[dict],
     tree.write(str(path), xml_declaration=True, encoding="UTF-8")
 
 
-def build_wine_pmml(out: Path) -> None:
+def build_wine_pmml(out: Path, n_estimators: int = 30, max_depth: int = 2) -> None:
     from nyoka import skl_to_pmml
     from sklearn.ensemble import GradientBoostingClassifier
     from sklearn.pipeline import Pipeline
@@ -95,7 +100,8 @@ def build_wine_pmml(out: Path) -> None:
     pipeline = Pipeline(
         [
             ("scaler", StandardScaler()),
-            ("clf", GradientBoostingClassifier(n_estimators=30, max_depth=2, random_state=SEED)),
+            ("clf", GradientBoostingClassifier(n_estimators=n_estimators, max_depth=max_depth,
+                                               random_state=SEED)),
         ]
     ).fit(X, y)
     out.mkdir(parents=True, exist_ok=True)
@@ -150,6 +156,30 @@ def build_wine_tf(out: Path) -> None:
     ]
     write_samples(out, {"model_type": "TENSORFLOW_SAVED_MODEL", "data_type": "wine"},
                   rows.to_dict(orient="records"), expected)
+
+
+def build_wine_tf_fragile(out: Path) -> None:
+    """wine-tf's own SavedModel, re-exported behind a guard that returns NaN for magnesium > 150."""
+    import tensorflow as tf
+
+    original = build_all(out.parent, ["wine-tf"])["wine-tf"]
+    model = tf.saved_model.load(str(original / "saved_model"))
+    inner = model.signatures["serving_default"]
+    spec = {name: tf.TensorSpec([None], tf.float32, name=name)
+            for name in inner.structured_input_signature[1]}
+
+    @tf.function(input_signature=[spec])
+    def serve(features):
+        outputs = inner(**features)
+        broken = tf.reshape(features["magnesium"] > 150.0, [-1, 1])
+        probabilities = tf.where(broken, tf.fill(tf.shape(outputs["probabilities"]), float("nan")),
+                                 outputs["probabilities"])
+        return {**outputs, "probabilities": probabilities}
+
+    export_saved_model(out, model, serve)
+    doc = json.loads((original / "samples.json").read_text())
+    write_samples(out, {"model_type": "TENSORFLOW_SAVED_MODEL", "data_type": "wine"},
+                  doc["inputs"], doc["expected"])
 
 
 def export_saved_model(out: Path, model, serve, warmup_inputs: list[dict] | None = None) -> None:
@@ -278,6 +308,8 @@ def build_digits_tf(out: Path) -> None:
 BUILDERS = {
     "wine-pmml": build_wine_pmml,
     "wine-tf": build_wine_tf,
+    "wine-pmml-shallow": partial(build_wine_pmml, n_estimators=2, max_depth=1),
+    "wine-tf-fragile": build_wine_tf_fragile,
     "spam-tf": build_spam_tf,
     "digits-tf": build_digits_tf,
 }
