@@ -25,7 +25,7 @@ from model_store import cli
 from model_store.kafka_io import consume, produce, produce_keyed
 from model_store.repository import ModelRepository
 
-ROLES = ("data", "models", "scores", "dead-letters", "model-events")
+ROLES = ("data", "models", "scores", "dead-letters", "model-events", "pairs")
 
 
 @dataclass
@@ -49,6 +49,7 @@ class ScoringSetup:
             "scores-topic": self.topics["scores"],
             "dead-letters-topic": self.topics["dead-letters"],
             "model-events-topic": self.topics["model-events"],
+            "pairs-topic": self.topics["pairs"],
             "group-id": "test-" + self.topics["data"],
             "store-allow-list": self.store_url + "/",
             "model-cache-dir": str(self.workdir / "model-cache"),
@@ -61,18 +62,25 @@ class ScoringSetup:
         return [item for k, v in args.items() for item in (f"--{k}", v)]
 
     def publish(self, name: str, data_type: str, model_type: str, path: Path,
-                inline_max_bytes: int = 0) -> None:
+                inline_max_bytes: int = 0, rollout: Iterable[str] = ()) -> None:
+        """`rollout`: the CLI's rollout flags, e.g. ["--shadow", "--min-records", "200"]."""
         code = cli.main(["--store-root", str(self.repo.root), "--bootstrap-servers", self.bootstrap,
                          "publish", "--name", name, "--data-type", data_type, "--type", model_type,
                          "--path", str(path), "--topic", self.topics["models"],
-                         "--base-url", self.store_url, "--inline-max-bytes", str(inline_max_bytes)])
+                         "--base-url", self.store_url, "--inline-max-bytes", str(inline_max_bytes),
+                         *rollout])
+        assert code == 0
+
+    def model_command(self, command: str, name: str, version: int) -> None:
+        """rollback, promote or abort, as a user types them."""
+        extra = ["--events-topic", self.topics["model-events"]] if command == "abort" else []
+        code = cli.main(["--store-root", str(self.repo.root), "--bootstrap-servers", self.bootstrap,
+                         command, "--name", name, "--version", str(version), "--topic", self.topics["models"],
+                         "--base-url", self.store_url, *extra])
         assert code == 0
 
     def rollback(self, name: str, version: int) -> None:
-        code = cli.main(["--store-root", str(self.repo.root), "--bootstrap-servers", self.bootstrap,
-                         "rollback", "--name", name, "--version", str(version),
-                         "--topic", self.topics["models"], "--base-url", self.store_url])
-        assert code == 0
+        self.model_command("rollback", name, version)
 
     def announce(self, messages: Iterable[bytes]) -> None:
         """Raw model messages (descriptors, or anything else) onto the models topic, keyed by
@@ -119,13 +127,15 @@ class ScoringSetup:
 
 
 def nudge_until_event(setup: ScoringSetup, state: int, data_type: str, version: int, rows: list[dict],
-                      prefix: str, timeout_s: float = 120) -> tuple[pb.ModelEvent, list[str]]:
-    """The operator reports a finished load as records pass it: send a few records a second
-    until the event is there. Returns the event and the ids of the records sent."""
+                      prefix: str, timeout_s: float = 120, per_round: int = 5) -> tuple[pb.ModelEvent, list[str]]:
+    """The operator reports a finished load as records pass it: send a few records (`per_round`,
+    cycling through `rows`) a second until the event is there. Returns the event and the ids
+    of the records sent."""
     sent: list[str] = []
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        sent += setup.send_records(data_type, rows[:5], prefix=f"{prefix}-{len(sent)}")
+        batch = [rows[i % len(rows)] for i in range(per_round)]
+        sent += setup.send_records(data_type, batch, prefix=f"{prefix}-{len(sent)}")
         found = setup.find_event(state, data_type, version, timeout_s=1)
         if found:
             return found, sent

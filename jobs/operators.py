@@ -5,13 +5,15 @@ Flink; what to do with them is decided by the PyFlink-free `scoring` package.
 - `ParseDescriptors`: bytes -> ModelDescriptor bytes; invalid ones -> REJECTED model events.
 - `ScoreRecords`: the KeyedBroadcastProcessFunction. Broadcast state keeps the latest
   accepted descriptor per data type; keyed state keeps the key's current and next model
-  descriptors and its buffered records. Models load on a background thread
-  (`ModelManager`); the swap current <- next happens in `process_element`/`on_timer`,
-  on the operator thread, between two records.
+  descriptors, its buffered records, and the progress of a rollout (`scoring.rollout`).
+  Models load on a background thread (`ModelManager`); the swap current <- next happens
+  in `process_element`/`on_timer`, on the operator thread, between two records. During a
+  SHADOW or CANARY rollout both models score the key's records in the same batch.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -33,15 +35,21 @@ from pyflink.datastream.state import (
 )
 
 from contract import scoring_pb2 as pb
+from contract.rollout import describe_policy
 from contract.values import inputs_of
 from model_store.fetcher import ArtifactFetcher, FetchPolicy
 from scoring import messages
-from scoring.batch import identity_batch, score_batch
+from scoring.batch import Outcome, identity_batch, score_batch
 from scoring.lifecycle import (
+    Abandoned,
+    GatePassed,
     GaveUp,
     KeyModels,
+    RolloutStarted,
     Swapped,
+    TakenUp,
     label,
+    review_watch,
     scores_at_once,
     settle,
     take_up,
@@ -51,6 +59,7 @@ from scoring.loader import DescriptorError, Servable, load_servable, parse_descr
 from scoring.manager import READY, ModelManager
 from scoring.options import ScoringOptions
 from scoring.policy import accept
+from scoring.rollout import from_json, takes_part, to_json
 from scoring.stats import ModelStats
 
 log = logging.getLogger(__name__)
@@ -59,6 +68,7 @@ BYTES = Types.PRIMITIVE_ARRAY(Types.BYTE())
 KEYED_RECORD = Types.TUPLE([Types.STRING(), BYTES])
 DEAD_LETTERS = OutputTag("dead-letters", BYTES)
 MODEL_EVENTS = OutputTag("model-events", BYTES)
+SHADOW_PAIRS = OutputTag("shadow-pairs", BYTES)
 ACCEPTED_MODELS = MapStateDescriptor("accepted-models", Types.STRING(), BYTES)
 
 Event = pb.ModelEvent
@@ -126,6 +136,8 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
         self.current_state = runtime_context.get_state(ValueStateDescriptor("current-model", BYTES))
         self.next_state = runtime_context.get_state(ValueStateDescriptor("next-model", BYTES))
         self.failed_state = runtime_context.get_state(ValueStateDescriptor("failed-model", Types.STRING()))
+        self.rollout_state = runtime_context.get_state(ValueStateDescriptor("rollout", Types.STRING()))
+        self.previous_state = runtime_context.get_state(ValueStateDescriptor("previous-model", BYTES))
         self.buffer = runtime_context.get_list_state(ListStateDescriptor("buffered-records", BYTES))
         fetcher = ArtifactFetcher(
             Path(o.model_cache_dir),
@@ -266,45 +278,93 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
     def _key_models(self, data_type: str) -> KeyState:
         km = self.keys.get(data_type)
         if km is None:  # first record or timer of this key in this process: read keyed state
-            current, nxt = self.current_state.value(), self.next_state.value()
+            current, nxt, previous = (s.value() for s in (self.current_state, self.next_state, self.previous_state))
+            rollout, watch = from_json(json.loads(self.rollout_state.value() or "{}"))
             km = KeyState(
                 current=pb.ModelDescriptor.FromString(current) if current else None,
                 next=pb.ModelDescriptor.FromString(nxt) if nxt else None,
                 failed_id=self.failed_state.value() or "",
+                rollout=rollout, watch=watch,
+                previous=pb.ModelDescriptor.FromString(previous) if previous else None,
                 held=sum(1 for _ in self.buffer.get() or ()),  # restored from a checkpoint
             )
             self.keys[data_type] = km
         return km
 
+    def _save(self, km: KeyState) -> None:
+        """Writes the key's lifecycle to keyed state (the buffer is written as it changes)."""
+        for state, d in ((self.current_state, km.current), (self.next_state, km.next),
+                         (self.previous_state, km.previous)):
+            if d is None:
+                state.clear()
+            else:
+                state.update(d.SerializeToString())
+        self.failed_state.update(km.failed_id)
+        self._save_rollout(km)
+
+    def _save_rollout(self, km: KeyState) -> None:
+        if km.rollout is None and km.watch is None:
+            self.rollout_state.clear()
+        else:
+            self.rollout_state.update(json.dumps(to_json(km.rollout, km.watch)))
+
     def _advance(self, data_type: str, km: KeyState):
-        """Take up a newly accepted descriptor as `next`; swap it in once it is READY."""
+        """Take up a newly accepted descriptor as `next`; swap it in once it is READY, or run
+        its rollout; watch a promoted model."""
         taken = take_up(km, self.accepted.get(data_type))
         if taken is not None:
-            self.next_state.update(taken.descriptor.SerializeToString())
+            yield from self._taken_up(data_type, km, taken)
+        if km.next is not None:
+            now = messages.now_ms()
+            change = settle(km, self.manager.get(km.next, urgent=km.current is None), now)
+            if change is not None:
+                self._save(km)
+                yield from self._changed(data_type, km, change, now)
+        if km.watch is None:
+            return
+        back = review_watch(km, messages.now_ms())
+        if km.watch is None:  # the window ended, or the model failed it
+            self._save(km)
+        if back is not None:
+            self.manager.request(back.to, urgent=True)
+            yield MODEL_EVENTS, self._event(
+                Event.ROLLED_BACK, data_type, back.failed,
+                f"{back.reason}; {label(back.to)} serves again once loaded. This lives in the job's "
+                f"state: to make it permanent, publish a ROLLBACK to v{back.to.version}")
+
+    def _taken_up(self, data_type: str, km: KeyState, taken: TakenUp):
+        self._save(km)
+        if taken.superseded is not None:
+            yield MODEL_EVENTS, self._event(
+                Event.ABANDONED, data_type, taken.superseded,
+                f"superseded by {label(taken.descriptor)} "
+                f"({pb.ModelDescriptor.Action.Name(taken.descriptor.action)}) before its rollout ended")
+        if not taken.promotion:
             self.manager.request(taken.descriptor, urgent=taken.urgent)
             yield MODEL_EVENTS, self._event(Event.LOADING, data_type, taken.descriptor)
-        if km.next is None:
-            return
-        change = settle(km, self.manager.get(km.next, urgent=km.current is None))
+
+    def _changed(self, data_type: str, km: KeyState, change, now_ms: int):
         if isinstance(change, Swapped):
-            yield from self._swapped(data_type, change)
+            yield from self._swapped(data_type, change, now_ms)
         elif isinstance(change, GaveUp):  # its ERROR was reported by _collect_loads
             log.warning("data type %s keeps %s: %s", data_type, label(km.current), change.error)
-            self.failed_state.update(km.failed_id)
-            self.next_state.clear()
-
-    def _swapped(self, data_type: str, change: Swapped):
-        self.current_state.update(change.new.SerializeToString())
-        self.next_state.clear()
-        self.m_swaps.inc()
-        s = change.servable
-        yield MODEL_EVENTS, self._event(
-            Event.AVAILABLE, data_type, change.new,
-            f"replaces {label(change.old)}" if change.old else "first model for this data type",
-            fetch_ms=s.fetch_ms, load_ms=s.load_ms, warm_up_ms=s.warm_up_ms)
-        if change.unloads_old:
+        elif isinstance(change, RolloutStarted):
+            policy = change.descriptor.rollout
+            pairs = "" if not policy.send_pairs else (
+                "; pairs go to the pairs topic" if self.options.send_pairs
+                else "; pairs are NOT sent: the job has no --pairs-topic")
             yield MODEL_EVENTS, self._event(
-                Event.UNLOADED, data_type, change.old, stats=self.stats.get((change.old.name, change.old.version)))
+                Event.ROLLOUT_STARTED, data_type, change.descriptor,
+                f"{describe_policy(policy)}; beside {label(km.current)}{pairs}")
+        elif isinstance(change, GatePassed):
+            d = change.descriptor
+            yield MODEL_EVENTS, self._event(
+                Event.GATE_PASSED, data_type, d,
+                f"{change.reason}; waiting for: model-store promote --name {d.name} --version {d.version}")
+        elif isinstance(change, Abandoned):
+            yield MODEL_EVENTS, self._event(
+                Event.ABANDONED, data_type, change.descriptor,
+                f"{change.reason}; {label(km.current)} serves on", stats=change.progress.as_stats(now_ms))
 
     def _servable(self, km: KeyState) -> Servable | None:
         if km.current is None:
@@ -329,19 +389,59 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
             except ValueError as err:
                 yield DEAD_LETTERS, messages.dead_letter(
                     raw, "validate", f"bad input value: {err}", record, servable.key)
-        started = time.perf_counter()
-        outcomes = (identity_batch if self.options.passthrough else score_batch)(servable.model, inputs)
-        elapsed = time.perf_counter() - started
-        failed = 0
-        for (raw, record), outcome in zip(records, outcomes, strict=True):
-            message, failure = messages.result_or_failure(record, outcome, servable)
+        outcomes, us = self._call(servable, inputs)
+        served = [(outcome, servable) for outcome in outcomes]
+        candidate = self._candidate(km)
+        if candidate is not None:
+            yield from self._beside(candidate, servable, km, records, inputs, outcomes, us, served)
+        for (raw, record), (outcome, by) in zip(records, served, strict=True):
+            message, failure = messages.result_or_failure(record, outcome, by)
             if failure is None:
                 yield message
             else:
-                failed += 1
-                yield DEAD_LETTERS, messages.dead_letter(raw, *failure, record, servable.key)
-        self._account(servable, len(records), failed, elapsed)
+                yield DEAD_LETTERS, messages.dead_letter(raw, *failure, record, by.key)
+        if km.watch is not None:
+            failed = sum(not o.ok for o in outcomes)
+            km.watch.add(len(outcomes) - failed, failed)
+            self._save_rollout(km)
         km.unreported = True
+
+    def _call(self, servable: Servable, inputs: list) -> tuple[list[Outcome], float]:
+        """One model call for a batch; returns the outcomes and the time per record in µs."""
+        started = time.perf_counter()
+        outcomes = (identity_batch if self.options.passthrough else score_batch)(servable.model, inputs)
+        elapsed = time.perf_counter() - started
+        self._account(servable, len(outcomes), sum(not o.ok for o in outcomes), elapsed)
+        return outcomes, elapsed * 1e6 / max(1, len(outcomes))
+
+    def _candidate(self, km: KeyState) -> Servable | None:
+        """The next model, when its rollout has started (it is READY)."""
+        if km.rollout is None or km.rollout.started_ms < 0:
+            return None
+        status = self.manager.get(km.next)
+        return status.servable if status.state == READY else None
+
+    def _beside(self, candidate: Servable, servable: Servable, km: KeyState, records, inputs,
+                outcomes: list[Outcome], us_current: float, served: list):
+        """The candidate scores its share of the batch, and the rollout counts how the two models
+        compare. In CANARY, the candidate's results are the ones served (the current model's, if
+        the candidate failed the record)."""
+        policy = km.next.rollout
+        salt = f"{km.next.name}:{km.next.version}"
+        chosen = [i for i, ((_, record), x) in enumerate(zip(records, inputs, strict=True))
+                  if takes_part(policy, salt, record.record_id, x)]
+        if not chosen:
+            return
+        theirs, us_candidate = self._call(candidate, [inputs[i] for i in chosen])
+        mine = [outcomes[i] for i in chosen]
+        differ = km.rollout.add(mine, theirs, policy.gate.tolerance, us_current, us_candidate)
+        canary, pairs = policy.mode == pb.RolloutPolicy.CANARY, policy.send_pairs and self.options.send_pairs
+        for i, m, t, d in zip(chosen, mine, theirs, differ, strict=True):
+            if canary and t.ok:
+                served[i] = (t, candidate)
+            if pairs:
+                yield SHADOW_PAIRS, messages.shadow_pair(records[i][1], servable, candidate, m, t, d, canary and t.ok)
+        self._save_rollout(km)
 
     def _account(self, servable: Servable, size: int, failed: int, elapsed_s: float) -> None:
         stats = self.stats.setdefault(servable.key, ModelStats(*servable.key))
@@ -366,6 +466,9 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
             km.last_stats_ms, km.unreported = now, False
             stats = self.stats.get((km.current.name, km.current.version))
             yield MODEL_EVENTS, self._event(Event.STATS, data_type, km.current, stats=stats)
+            if km.rollout is not None and km.rollout.started_ms >= 0:
+                yield MODEL_EVENTS, self._event(Event.SHADOW_STATS, data_type, km.next,
+                                                stats=km.rollout.as_stats(now))
         elif km.stats_timer_ms != due:
             km.stats_timer_ms = due
             ctx.timer_service().register_processing_time_timer(due)

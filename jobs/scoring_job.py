@@ -30,6 +30,7 @@ from jobs.operators import (
     DEAD_LETTERS,
     KEYED_RECORD,
     MODEL_EVENTS,
+    SHADOW_PAIRS,
     ParseDescriptors,
     ParseRecords,
     ScoreRecords,
@@ -56,6 +57,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     flag("--scores-topic", default=topics.scores)
     flag("--dead-letters-topic", default=topics.dead_letters)
     flag("--model-events-topic", default=topics.model_events)
+    flag("--pairs-topic", default="",
+         help="rollouts whose policy asks for it send both models' outputs of a record here (default: off)")
     flag("--group-id", default="scoring-job")
     flag("--starting-offsets", choices=sorted(STARTING_OFFSETS), default="earliest",
          help="where to start reading data when there is no checkpoint")
@@ -103,6 +106,7 @@ def options_from(args: argparse.Namespace) -> ScoringOptions:
         load_retry_s=args.load_retry_s,
         stats_interval_ms=args.stats_interval_ms,
         max_record_bytes=args.max_record_bytes,
+        send_pairs=bool(args.pairs_topic),
         passthrough=args.passthrough,
     )
 
@@ -138,6 +142,8 @@ def build(env, args: argparse.Namespace, parse_records=None, score=None) -> None
          args.dead_letters_topic, "dead-letters")
     sink(models.get_side_output(MODEL_EVENTS).union(scored.get_side_output(MODEL_EVENTS)),
          args.model_events_topic, "model-events")
+    if args.pairs_topic:
+        sink(scored.get_side_output(SHADOW_PAIRS), args.pairs_topic, "pairs")
 
 
 def check_models_topic_or_exit(args: argparse.Namespace) -> None:

@@ -3,6 +3,8 @@
     model-store publish --name wine --data-type wine --type pmml --path model.pmml
     model-store list [--name wine]
     model-store rollback --name wine --version 1
+    model-store publish ... --shadow [--sample 0.2] | --canary 10 [gate options]
+    model-store promote|abort --name wine --version 2
     model-store send --data-type wine --samples .run/samples/wine-pmml/samples.json --count 1000
     model-store status
     model-store tail scores|dead-letters|events [--from-beginning] [--data-type wine] [--json]
@@ -10,6 +12,10 @@
 A publish copies the model into the versioned store and announces it on the models
 topic: inline when it is small, otherwise by its location on the store's HTTP server, or
 in an S3 bucket (`--base-url s3://bucket/prefix`, uploaded there first).
+
+With --shadow or --canary the new version does not replace the current one when loaded: it
+scores beside it until its gate decides (README, "Safe rollouts"). `promote` ends a rollout
+now; `abort` ends it by sending a ROLLBACK to the version serving (read from the events).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from contract import scoring_pb2 as pb
+from contract.rollout import describe_policy, policy_problem
 from contract.topics import TopicNames
 from contract.values import make_record
 from model_store import object_store, tail
@@ -38,12 +45,12 @@ DEFAULT_INLINE_MAX = 256 * 1024
 
 def descriptor_for(repo: ModelRepository, stored: StoredModel, base_url: str,
                    inline_max_bytes: int, action: int = pb.ModelDescriptor.DEPLOY,
-                   signature_name: str = "") -> pb.ModelDescriptor:
+                   signature_name: str = "", rollout: pb.RolloutPolicy | None = None) -> pb.ModelDescriptor:
     d = pb.ModelDescriptor(
         name=stored.name, description=stored.description, data_type=stored.data_type,
         model_type=stored.model_type_value, version=stored.version, sha256=stored.sha256,
         size_bytes=stored.size_bytes, publish_time_ms=int(time.time() * 1000), action=action,
-        signature_name=signature_name,
+        signature_name=signature_name, rollout=rollout,
     )
     if stored.size_bytes <= inline_max_bytes:
         d.inline_bytes = repo.artifact_path(stored).read_bytes()
@@ -70,17 +77,74 @@ def warn_unless_compacted(bootstrap: str, topic: str) -> None:
         print(f"warning: {problem}. See the README, 'The models topic'.", file=sys.stderr)
 
 
+# Gate defaults of a SHADOW or CANARY publish; an IMMEDIATE one checks only what is asked.
+GATE_DEFAULTS = {"min_records": 1000, "min_agreement": 0.99, "tolerance": 1e-6, "max_error_rate": 0.01,
+                 "watch_s": 300.0}
+
+
+def rollout_policy(args) -> pb.RolloutPolicy:
+    """The RolloutPolicy of a publish's flags; raises ValueError for one that cannot run."""
+    mode = (pb.RolloutPolicy.SHADOW if args.shadow else
+            pb.RolloutPolicy.CANARY if args.canary is not None else pb.RolloutPolicy.IMMEDIATE)
+    given = {k: getattr(args, k) for k in ("min_records", "max_duration_s", "min_agreement", "tolerance",
+                                             "max_error_rate", "max_latency_ratio", "watch_s")}
+    if mode != pb.RolloutPolicy.IMMEDIATE:
+        given = {k: GATE_DEFAULTS.get(k) if v is None else v for k, v in given.items()}
+    g = {k: v or 0 for k, v in given.items()}
+    policy = pb.RolloutPolicy(
+        mode=mode, sample=args.sample or 0, canary_percent=args.canary or 0, entity_field=args.entity_field,
+        send_pairs=args.send_pairs,
+        gate=pb.Gate(min_records=int(g["min_records"]), max_duration_ms=int(g["max_duration_s"] * 1000),
+                     min_agreement=g["min_agreement"], tolerance=g["tolerance"],
+                     max_error_rate=g["max_error_rate"], max_latency_ratio=g["max_latency_ratio"],
+                     manual_promotion=args.manual_promotion, watch_ms=int(g["watch_s"] * 1000)))
+    problem = policy_problem(policy)
+    if problem:
+        raise ValueError(f"the rollout cannot run: {problem}")
+    return policy
+
+
 def cmd_publish(args, repo: ModelRepository) -> int:
+    policy = rollout_policy(args)
     stored = repo.publish(args.name, args.path, TYPES[args.type], args.data_type, args.description)
     d = descriptor_for(repo, stored, args.base_url, args.inline_max_bytes,
-                       signature_name=args.signature_name)
+                       signature_name=args.signature_name, rollout=policy)
     upload_if_remote(repo, stored, d)
     announce(args.bootstrap_servers, args.topic, [d])
     warn_unless_compacted(args.bootstrap_servers, args.topic)
     how = "inline" if d.WhichOneof("artifact") == "inline_bytes" else d.location
     print(f"published {stored.name} v{stored.version} ({stored.model_type}, {stored.size_bytes} bytes, "
           f"for data type '{stored.data_type}') -> {args.topic} [{how}]")
+    if policy.mode != pb.RolloutPolicy.IMMEDIATE:
+        print(f"rollout: {describe_policy(policy)}")
     return 0
+
+
+def cmd_promote(args, repo: ModelRepository) -> int:
+    stored = repo.get(args.name, args.version)
+    d = descriptor_for(repo, stored, args.base_url, args.inline_max_bytes,
+                       action=pb.ModelDescriptor.PROMOTE, signature_name=args.signature_name)
+    upload_if_remote(repo, stored, d)
+    announce(args.bootstrap_servers, args.topic, [d])
+    print(f"promotion of {stored.name} v{stored.version} for '{stored.data_type}' sent to {args.topic}")
+    return 0
+
+
+def cmd_abort(args, repo: ModelRepository) -> int:
+    """Ends a rollout by a ROLLBACK to the version serving: the topic is compacted, and an
+    abort message would leave a job started later with no model for the data type."""
+    stored = repo.get(args.name, args.version)
+    events = [pb.ModelEvent.FromString(v)
+              for v in consume(args.bootstrap_servers, args.events_topic, timeout_s=args.timeout)]
+    serving = fold(events).get(stored.data_type)
+    if serving is None or not serving.model:
+        raise ValueError(f"no model serves '{stored.data_type}' according to {args.events_topic}; "
+                         "send a rollback to the version you want instead")
+    if (serving.model, serving.version) == (stored.name, stored.version):
+        raise ValueError(f"{stored.name} v{stored.version} already serves '{stored.data_type}': "
+                         "use rollback --version to go back from it")
+    args.name, args.version = serving.model, serving.version
+    return cmd_rollback(args, repo)
 
 
 def cmd_list(args, repo: ModelRepository) -> int:
@@ -155,6 +219,7 @@ def parser() -> argparse.ArgumentParser:
     pub.add_argument("--path", type=Path, required=True, help="a PMML file or a SavedModel directory")
     pub.add_argument("--description", default="")
     announcing(pub)
+    rollout_flags(pub)
 
     ls = sub.add_parser("list", help="list stored versions")
     ls.add_argument("--name")
@@ -163,6 +228,18 @@ def parser() -> argparse.ArgumentParser:
     rb.add_argument("--name", required=True)
     rb.add_argument("--version", type=int, required=True)
     announcing(rb)
+
+    pr = sub.add_parser("promote", help="end a version's rollout now: it serves (or, with no rollout, deploy it)")
+    pr.add_argument("--name", required=True)
+    pr.add_argument("--version", type=int, required=True)
+    announcing(pr)
+
+    ab = sub.add_parser("abort", help="end a version's rollout: a ROLLBACK to the version serving its data type")
+    ab.add_argument("--name", required=True)
+    ab.add_argument("--version", type=int, required=True)
+    ab.add_argument("--events-topic", default=topics.model_events)
+    ab.add_argument("--timeout", type=float, default=5, help="seconds to read the events topic")
+    announcing(ab)
 
     send = sub.add_parser("send", help="send sample data records")
     send.add_argument("--data-type", required=True)
@@ -185,8 +262,31 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def rollout_flags(sp) -> None:
+    g = sp.add_argument_group("rollout", "how the new version takes over (default: at once, when loaded)")
+    mode = g.add_mutually_exclusive_group()
+    mode.add_argument("--shadow", action="store_true",
+                      help="score beside the current model; only the current one's results go out")
+    mode.add_argument("--canary", type=float, metavar="PERCENT",
+                      help="serve this percentage of entities with the new model")
+    g.add_argument("--sample", type=float, help="shadow: the fraction of records to compare (default all)")
+    g.add_argument("--entity-field", default="", help="canary: the record input naming the entity "
+                                                      "(default: the record id)")
+    g.add_argument("--send-pairs", action="store_true", help="both models' outputs to the job's --pairs-topic")
+    d = GATE_DEFAULTS
+    g.add_argument("--min-records", type=int, help=f"records compared before a verdict (default {d['min_records']})")
+    g.add_argument("--max-duration-s", type=float, help="abandon if the gate has not passed by then (default none)")
+    g.add_argument("--min-agreement", type=float, help=f"per output (default {d['min_agreement']})")
+    g.add_argument("--tolerance", type=float, help=f"numeric outputs agree within it (default {d['tolerance']:g})")
+    g.add_argument("--max-error-rate", type=float, help=f"of the new model (default {d['max_error_rate']})")
+    g.add_argument("--max-latency-ratio", type=float, help="p99 per-record time, new ÷ current (default off)")
+    g.add_argument("--manual-promotion", action="store_true", help="on pass, wait for `model-store promote`")
+    g.add_argument("--watch-s", type=float, help="after promotion, roll back if the error rate passes "
+                                                 f"--max-error-rate within this long (default {d['watch_s']:g})")
+
+
 COMMANDS = {"publish": cmd_publish, "list": cmd_list, "rollback": cmd_rollback, "send": cmd_send,
-            "status": cmd_status, "tail": cmd_tail}
+            "status": cmd_status, "tail": cmd_tail, "promote": cmd_promote, "abort": cmd_abort}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,6 +18,11 @@ class DataTypeStatus:
     since_ms: int = 0
     stats: dict[str, float] = field(default_factory=dict)
     last_problem: str = ""
+    rollout: str = ""  # the version in rollout and where it stands, "" when none
+
+
+ROLLOUT_STATES = (State.ROLLOUT_STARTED, State.SHADOW_STATS, State.GATE_PASSED)
+ROLLOUT_ENDS = (State.PROMOTED, State.ABANDONED, State.ERROR)
 
 
 def fold(events: list[pb.ModelEvent]) -> dict[str, DataTypeStatus]:
@@ -32,7 +37,22 @@ def fold(events: list[pb.ModelEvent]) -> dict[str, DataTypeStatus]:
             s.stats = dict(e.stats)
         elif e.state in (State.ERROR, State.REJECTED):
             s.last_problem = f"{State.Name(e.state)} {e.model_name} v{e.model_version}: {e.reason}"
+        if e.state in ROLLOUT_STATES:
+            s.rollout = f"{e.model_name} v{e.model_version} {State.Name(e.state)}: {rollout_numbers(e)}"
+        elif e.state in ROLLOUT_ENDS and s.rollout.startswith(f"{e.model_name} v{e.model_version} "):
+            s.rollout = ""
     return status
+
+
+def rollout_numbers(e: pb.ModelEvent) -> str:
+    if e.state != State.SHADOW_STATS:
+        return e.reason
+    st = e.stats
+    agreement = {k.removeprefix("agreement."): v for k, v in st.items() if k.startswith("agreement.")}
+    worst = min(agreement.items(), key=lambda kv: kv[1]) if agreement else ("-", 0.0)
+    return (f"{int(st['records'])} records, {int(st['compared'])} compared, lowest agreement "
+            f"{worst[1]:.3f} ('{worst[0]}'), error rate {st['error_rate']:.3f}, "
+            f"p99 latency x{st['latency_ratio']:.2f}, {st['elapsed_ms'] / 1000:.0f} s")
 
 
 def render(status: dict[str, DataTypeStatus]) -> str:
@@ -42,4 +62,6 @@ def render(status: dict[str, DataTypeStatus]) -> str:
         lines.append(f"{s.data_type:<16}{s.model or '-':<18}{s.version:>8}  {since:<20}"
                      f"{int(s.stats.get('usage', 0)):>10}{s.stats.get('mean_ms', 0.0):>9.2f}  "
                      f"{s.last_problem[:80]}")
+        if s.rollout:
+            lines.append(f"{'':<16}rollout: {s.rollout[:160]}")
     return "\n".join(lines)

@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from contract import scoring_pb2 as pb
+from contract.rollout import in_rollout
 from scoring.loader import Servable
 from scoring.manager import ERROR, READY, LoadStatus
 from scoring.policy import descriptor_id
@@ -26,7 +27,6 @@ from scoring.rollout import (
     PASSED,
     Progress,
     Watch,
-    in_rollout,
     judge,
     watch_after_promotion,
 )
@@ -67,6 +67,7 @@ class Swapped:
     new: Descriptor
     servable: Servable
     promoted: str = ""
+    progress: Progress | None = None  # the rollout's final numbers, when it was promoted
 
     @property
     def unloads_old(self) -> bool:
@@ -102,6 +103,7 @@ class Abandoned:
 
     descriptor: Descriptor
     reason: str
+    progress: Progress
 
 
 @dataclass(frozen=True)
@@ -167,7 +169,7 @@ def settle(km: KeyModels, next_status: LoadStatus, now_ms: int) -> Change | None
     if verdict.outcome == FAILED:
         abandoned, km.next, km.rollout = km.next, None, None
         km.failed_id = id_of(abandoned)
-        return Abandoned(abandoned, verdict.reason)
+        return Abandoned(abandoned, verdict.reason, r)
     if verdict.outcome == PASSED and not gate.manual_promotion:
         return _swap(km, next_status.servable, now_ms, verdict.reason)
     if verdict.outcome == PASSED and not r.passed_ms:
@@ -178,13 +180,13 @@ def settle(km: KeyModels, next_status: LoadStatus, now_ms: int) -> Change | None
 
 def _swap(km: KeyModels, servable: Servable, now_ms: int, promoted: str = "") -> Swapped:
     """The next model serves; a deployed one (not a rollback) is watched if its gate asks."""
-    old, new = km.current, km.next
+    old, new, progress = km.current, km.next, km.rollout
     km.current, km.next, km.rollout = new, None, None
     rolled_back = old is not None and id_of(old) == km.failed_id  # see review_watch
     watched = old is not None and new.action != Descriptor.ROLLBACK and not rolled_back
     km.watch = watch_after_promotion(new.rollout.gate, now_ms) if watched else None
     km.previous = old if km.watch is not None else None
-    return Swapped(old, new, servable, promoted)
+    return Swapped(old, new, servable, promoted, progress)
 
 
 def review_watch(km: KeyModels, now_ms: int) -> RollingBack | None:

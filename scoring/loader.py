@@ -11,12 +11,12 @@ from dataclasses import dataclass, field
 from google.protobuf.message import DecodeError
 
 from contract import scoring_pb2 as pb
+from contract.rollout import policy_problem
 from model_store.fetcher import ArtifactFetcher, FetchError
 from scoring.backends.base import LoadedModel
 from scoring.backends.registry import BACKENDS, backend_for
 from scoring.batch import warm_up
 from scoring.errors import ArtifactFetchError, ModelLoadError
-from scoring.rollout import policy_problem
 from scoring.verification import verify
 
 

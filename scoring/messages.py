@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 
 from contract import scoring_pb2 as pb
 from contract.values import fill_map
@@ -35,15 +36,33 @@ def dead_letter(original: bytes, stage: str, reason: str, record: pb.DataRecord 
 
 
 def model_event(state: int, data_type: str, name: str = "", version: int = 0, reason: str = "",
-                subtask: int = 0, stats: ModelStats | None = None, fetch_ms: float = 0.0,
+                subtask: int = 0, stats: ModelStats | Mapping[str, float] | None = None, fetch_ms: float = 0.0,
                 load_ms: float = 0.0, warm_up_ms: float = 0.0) -> bytes:
     event = pb.ModelEvent(
         data_type=data_type, model_name=name, model_version=version, state=state, reason=reason,
         time_ms=now_ms(), subtask=subtask, fetch_ms=fetch_ms, load_ms=load_ms, warm_up_ms=warm_up_ms,
     )
     if stats is not None:
-        event.stats.update(stats.as_map())
+        event.stats.update(stats.as_map() if isinstance(stats, ModelStats) else stats)
     return event.SerializeToString()
+
+
+def shadow_pair(record: pb.DataRecord, current: Servable, candidate: Servable, mine: Outcome,
+                theirs: Outcome, differ: list[str] | None, served_by_candidate: bool) -> bytes:
+    """One record as both models of a rollout scored it (`mine`: the current model)."""
+    pair = pb.ShadowPair(
+        record_id=record.record_id, data_type=record.data_type, model_name=candidate.name,
+        current_version=current.version, candidate_version=candidate.version,
+        candidate_error="" if theirs.ok else str(theirs.error), disagreeing=differ or [],
+        served_by_candidate=served_by_candidate, time_ms=now_ms(),
+    )
+    for field, outcome in ((pair.current_outputs, mine), (pair.candidate_outputs, theirs)):
+        if outcome.ok:
+            try:
+                fill_map(field, outcome.outputs)
+            except (TypeError, ValueError):
+                field.clear()  # the result or dead letter already says what was wrong
+    return pair.SerializeToString()
 
 
 def result_or_failure(record: pb.DataRecord, outcome: Outcome,

@@ -19,4 +19,5 @@ class ScoringOptions:
     load_retry_s: float = 30.0  # a failed load is tried again after this long, if still wanted
     stats_interval_ms: int = 10_000
     max_record_bytes: int = 4 * 1024 * 1024
+    send_pairs: bool = False  # a pairs topic is configured: rollouts that ask send ShadowPairs
     passthrough: bool = False  # benchmarks: the whole topology, but no model call

@@ -12,6 +12,7 @@ import sys
 import numpy as np
 
 from contract import scoring_pb2 as pb
+from contract.rollout import policy_problem
 from scoring.batch import Outcome
 from scoring.errors import PredictionError
 from scoring.lifecycle import (
@@ -37,7 +38,6 @@ from scoring.rollout import (
     from_json,
     judge,
     p99,
-    policy_problem,
     share_of,
     takes_part,
     to_json,
@@ -187,7 +187,9 @@ def test_a_disagreeing_shadow_is_abandoned_and_not_taken_up_again():
     settle(km, ready(v3), 0)
     km.rollout.add([ok(y=1.0)] * 10, [ok(y=1.0)] * 5 + [ok(y=9.0)] * 5, 0, 5, 5)
     abandoned = settle(km, ready(v3), 1)
-    assert abandoned == Abandoned(v3, "agreement on 'y' 0.500 < 0.99 after 10 records")
+    assert isinstance(abandoned, Abandoned) and abandoned.descriptor == v3
+    assert abandoned.reason == "agreement on 'y' 0.500 < 0.99 after 10 records"
+    assert abandoned.progress.compared == 10
     assert (km.current, km.next, km.rollout) == (desc(1), None, None)
     assert take_up(km, v3) is None
 
