@@ -150,7 +150,9 @@ def model_key(message: bytes) -> bytes:
 
 
 def describe(e: pb.ModelEvent) -> str:
-    return f"{pb.ModelEvent.State.Name(e.state)} {e.data_type} {e.model_name} v{e.model_version} {e.reason[:120]}"
+    numbers = {k: round(v, 3) for k, v in e.stats.items() if k in ("records", "usage", "error_rate")}
+    return (f"{pb.ModelEvent.State.Name(e.state)} {e.data_type} {e.model_name} v{e.model_version} "
+            f"{e.reason[:120]}{' ' + str(numbers) if numbers else ''}")
 
 
 class RunningJob:

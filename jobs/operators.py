@@ -366,6 +366,21 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
                 Event.ABANDONED, data_type, change.descriptor,
                 f"{change.reason}; {label(km.current)} serves on", stats=change.progress.as_stats(now_ms))
 
+    def _swapped(self, data_type: str, change: Swapped, now_ms: int):
+        self.m_swaps.inc()
+        s = change.servable
+        if change.promoted:
+            yield MODEL_EVENTS, self._event(
+                Event.PROMOTED, data_type, change.new, f"{change.promoted}; replaces {label(change.old)}",
+                stats=change.progress.as_stats(now_ms) if change.progress else None)
+        yield MODEL_EVENTS, self._event(
+            Event.AVAILABLE, data_type, change.new,
+            f"replaces {label(change.old)}" if change.old else "first model for this data type",
+            fetch_ms=s.fetch_ms, load_ms=s.load_ms, warm_up_ms=s.warm_up_ms)
+        if change.unloads_old:
+            yield MODEL_EVENTS, self._event(
+                Event.UNLOADED, data_type, change.old, stats=self.stats.get((change.old.name, change.old.version)))
+
     def _servable(self, km: KeyState) -> Servable | None:
         if km.current is None:
             return None
@@ -405,6 +420,8 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
             km.watch.add(len(outcomes) - failed, failed)
             self._save_rollout(km)
         km.unreported = True
+        if candidate is not None or km.watch is not None:  # decide now: no record may follow
+            yield from self._advance(data_type, km)
 
     def _call(self, servable: Servable, inputs: list) -> tuple[list[Outcome], float]:
         """One model call for a batch; returns the outcomes and the time per record in µs."""

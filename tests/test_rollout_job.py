@@ -170,8 +170,12 @@ def test_a_promoted_model_that_starts_failing_is_rolled_back_by_the_job(scoring,
                                           per_round=40)
     assert "within its watch window; watched v1 serves again once loaded" in rolled_back.reason
     assert "publish a ROLLBACK to v1" in rolled_back.reason
-    back, _ = nudge_until_event(scoring, Event.AVAILABLE, "watched", 1, rows, "watched-back")
-    assert back.reason == "replaces watched v2"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not [
+            e for e in scoring.events(timeout_s=1) if e.state == Event.AVAILABLE
+            and (e.data_type, e.model_version, e.reason) == ("watched", 1, "replaces watched v2")]:
+        scoring.send_records("watched", rows[:5], prefix=f"watched-back-{time.monotonic()}")
+    assert time.monotonic() < deadline, "v1 did not come back"
     letters = [d for d in scoring.dead_letters(timeout_s=3) if d.data_type == "watched"]
     assert letters and all("non-finite" in d.reason and d.model_version == 2 for d in letters)
     after = set(scoring.send_records("watched", breaking, prefix="watched-after"))
@@ -195,8 +199,8 @@ def test_a_shadow_continues_after_a_kill_minus_9_without_losing_or_recounting(ka
         setup.send_records("restart-shadow", batch, prefix="restart-before")
         deadline = time.monotonic() + 90
         while not [e for e in setup.events(timeout_s=2) if e.state == Event.SHADOW_STATS
-                   and e.stats["records"] >= 800] and time.monotonic() < deadline:
-            pass
+                   and e.stats["records"] >= 800]:
+            assert time.monotonic() < deadline, [describe(e) for e in setup.events()]
         time.sleep(3)  # a checkpoint after them
         job.kill()
     checkpoint = latest_checkpoint(tmp_path / "checkpoints")
