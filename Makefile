@@ -10,7 +10,7 @@ PIP := $(PY) -m pip
 REQS := requirements/requirements.in
 CONSTRAINTS := requirements/constraints.txt
 
-.PHONY: setup venv jars protos flink-conf lock test lint demo models job submit status bench faults \
+.PHONY: setup venv jars protos flink-conf lock test lint demo demo-rollout models job submit status bench faults \
         kafka-up kafka-down cluster-up cluster-down store-up store-down down
 
 setup: venv jars protos flink-conf
@@ -57,6 +57,9 @@ lint: venv
 
 demo: setup
 	$(PY) -m demo
+
+demo-rollout: setup
+	$(PY) -m demo.rollout
 
 # The scoring job on a local MiniCluster, against `make kafka-up` and `make store-up`.
 job: setup

@@ -234,14 +234,20 @@ class Bench:
                       configs={topics["scores"]: {"message.timestamp.type": "LogAppendTime"}})
         return ScoringSetup(self.broker.bootstrap_servers, self.repo, self.store.base_url, workdir, topics)
 
-    def warm_then_measure(self, setup: ScoringSetup, job: RunningJob, n: int, timeout_s: float) -> float:
+    def warm_then_measure(self, setup: ScoringSetup, job: RunningJob, n: int, timeout_s: float,
+                          before_measure=None) -> float:
         """One record per data type until all are scored (models loaded and warm), then the n
-        measured records as fast as librdkafka sends them; returns the producer's records/s."""
+        measured records as fast as librdkafka sends them; returns the producer's records/s.
+        `before_measure(setup, job)` runs after the warm-up and returns the records it sent."""
         produce_records(setup.bootstrap, setup.topics["data"], self.rows, len(self.data_types),
                         self.data_types, prefix="warm")
-        wait_for_results(setup, len(self.data_types), job, timeout_s=600)
+        warm = len(self.data_types)
+        wait_for_results(setup, warm, job, timeout_s=600)
+        if before_measure is not None:
+            warm += before_measure(setup, job)
+            wait_for_results(setup, warm, job, timeout_s=600)
         producer_rps = produce_fast(setup.bootstrap, setup.topics["data"], self.measured(n))
-        wait_for_results(setup, len(self.data_types) + n, job, timeout_s)
+        wait_for_results(setup, warm + n, job, timeout_s)
         return producer_rps
 
     def start_remote_server(self) -> None:
@@ -273,7 +279,7 @@ class Bench:
                 setup.publish(name, data_type, "pmml", self.samples["wine-pmml"] / "model.pmml")
 
     def run_job(self, setup: ScoringSetup, n: int, timeout_s: float, module: str = "jobs.scoring_job",
-                **job_args) -> dict:
+                before_measure=None, **job_args) -> dict:
         """A job (the scoring job, or the bare baseline) warmed up, then measured: its steady
         rate over the n records, with the model events it reported."""
         env = {**os.environ, "SCORING_EXTRA_BACKENDS": "99=bench.remote_model:RemoteHttpBackend"}
@@ -281,7 +287,7 @@ class Bench:
         job_args = {"batch_size": defaults.batch_size, "batch_max_wait_ms": defaults.batch_max_wait_ms, **job_args}
         args = setup.job_args(delivery="at-least-once", max_held_records=10**7, **job_args)
         with RunningJob(args, setup.workdir / "job.log", env=env, module=module) as job:
-            producer_rps = self.warm_then_measure(setup, job, n, timeout_s)
+            producer_rps = self.warm_then_measure(setup, job, n, timeout_s, before_measure)
             rss = peak_rss_mb(job.proc.pid)
         parse = pb.DataRecord.FromString if module == "bench.bare_job" else pb.ScoringResult.FromString
         events = read_all(setup.bootstrap, setup.topics["model-events"], pb.ModelEvent.FromString)
@@ -325,6 +331,69 @@ def throughput_case(bench: Bench, kind: str, parallelism: int, n: int) -> dict:
         f"({found['before_window']:,} before and {found['after_window']:,} after the window; "
         f"producer {found['producer_rps']:,.0f}/s)")
     return {k: v for k, v in found.items() if k != "events"} | {"parallelism": parallelism}
+
+
+def rollout_case(bench: Bench, n: int) -> dict:
+    """PMML throughput with every data type's v2 in shadow (each record scored by both
+    models) ÷ without, one after the other in one run; and, in the shadow job before its
+    measured records, how long a 1,000-record gate takes from publish to PROMOTED while its
+    data type's records arrive as fast as librdkafka sends them."""
+    pmml = bench.samples["wine-pmml"] / "model.pmml"
+    decision: dict = {}
+
+    def events_of(setup: ScoringSetup, state: int) -> list[pb.ModelEvent]:
+        return [e for e in setup.events(timeout_s=1) if e.state == state]
+
+    def nudge(setup: ScoringSetup, job: RunningJob, done, data_types: list[str], prefix: str) -> int:
+        """A record per data type a second until `done()`; returns how many were sent."""
+        sent = 0
+        while not done():
+            job.assert_running()
+            produce_records(setup.bootstrap, setup.topics["data"], bench.rows, len(data_types), data_types,
+                            prefix=f"{prefix}-{sent}")
+            sent += len(data_types)
+        return sent
+
+    def start_shadows(setup: ScoringSetup, job: RunningJob) -> int:
+        for data_type in bench.data_types:
+            setup.publish(f"pmml-{data_type}", data_type, "pmml", pmml, rollout=["--shadow", "--min-records", "10000000"])
+        sent = nudge(setup, job, lambda: len({e.data_type for e in events_of(setup, pb.ModelEvent.ROLLOUT_STARTED)})
+                     >= len(bench.data_types), bench.data_types, "shadow-wait")
+        return sent + gate(setup, job)
+
+    def gate(setup: ScoringSetup, job: RunningJob) -> int:
+        setup.publish("gate", "gate", "pmml", pmml)
+        sent = nudge(setup, job, lambda: any(e.data_type == "gate" for e in events_of(setup, pb.ModelEvent.AVAILABLE)),
+                     ["gate"], "gate-v1")
+        published = time.time() * 1000
+        setup.publish("gate", "gate", "pmml", pmml, rollout=["--shadow", "--min-records", "1000", "--tolerance", "1e-9"])
+        records = [make_record(f"gate-{i}", "gate", bench.rows[i % len(bench.rows)]).SerializeToString()
+                   for i in range(20_000)]
+        produce_fast(setup.bootstrap, setup.topics["data"], records)
+        found = {}
+        while len(found) < 2:
+            job.assert_running()
+            found = {e.state: e for e in setup.events(timeout_s=1) if e.data_type == "gate" and e.model_version == 2
+                     and e.state in (pb.ModelEvent.ROLLOUT_STARTED, pb.ModelEvent.PROMOTED)}
+        started, promoted = found[pb.ModelEvent.ROLLOUT_STARTED], found[pb.ModelEvent.PROMOTED]
+        decision.update(publish_to_rollout_started_ms=started.time_ms - published,
+                        rollout_started_to_promoted_ms=promoted.time_ms - started.time_ms,
+                        publish_to_promoted_ms=promoted.time_ms - published,
+                        gate_records=promoted.stats["records"])
+        log(f"gate of 1,000 records: publish -> ROLLOUT_STARTED {decision['publish_to_rollout_started_ms']:,.0f} ms, "
+            f"-> PROMOTED {decision['publish_to_promoted_ms']:,.0f} ms")
+        return sent + len(records)
+
+    rates = {}
+    for shadow in (False, True):
+        setup = bench.setup()
+        bench.publish(setup, "pmml", bench.data_types)
+        found = bench.run_job(setup, n, timeout_s=900, before_measure=start_shadows if shadow else None)
+        rates["shadow" if shadow else "alone"] = found["rps"]
+        log(f"pmml {'with a shadow' if shadow else 'alone'}: {found['rps']:,.0f} records/s steady "
+            f"({found['before_window']:,} before and {found['after_window']:,} after the window)")
+    return {"pmml_alone_rps": rates["alone"], "pmml_with_shadow_rps": rates["shadow"],
+            "shadow_ratio": rates["shadow"] / rates["alone"], **decision}
 
 
 def plain_consumer_case(bench: Bench, kind: str, n: int) -> dict:
@@ -553,7 +622,7 @@ def main(argv: list[str] | None = None) -> int:
     stop_on_sigterm()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--records", type=int, default=200_000)
-    p.add_argument("--only", default="throughput,swap,many_models,batch_sweep")
+    p.add_argument("--only", default="throughput,swap,rollout,many_models,batch_sweep")
     p.add_argument("--models", type=int, default=1000)
     args = p.parse_args(argv)
     only = set(args.only.split(","))
@@ -577,6 +646,9 @@ def main(argv: list[str] | None = None) -> int:
             write_report(report)  # after each section, so a cut-short run still reports
         if "swap" in only:
             report["swap"] = swap_case(bench)
+            write_report(report)
+        if "rollout" in only:
+            report["rollout"] = rollout_case(bench, args.records)
             write_report(report)
         if "many_models" in only:
             report["many_models"] = many_models(bench, args.models, max(args.records // 4, 1000))
