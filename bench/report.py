@@ -57,16 +57,13 @@ def markdown(report: dict) -> str:
                 out.append(f"| {label} | {_fmt(t[key])} | {t[key] / t['passthrough_rps']:.2f} | | |")
         out.append(f"| raw PMML (no Flink, batches of 256) | {_fmt(t['raw_pmml_rps'])} | | | |")
         out.append(f"| raw TF (no Flink, batches of 256) | {_fmt(t['raw_tf_rps'])} | | | |\n")
-    if "swap" in report:
-        s = report["swap"]
-        out += ["## Model swaps\n", "| measure | value |", "|---|---:|"]
-        out += [f"| {k.replace('_', ' ')} | {_fmt(v) if isinstance(v, float) else v} |" for k, v in s.items()]
-        out.append("")
-    if "many_models" in report:
-        m = report["many_models"]
-        out += ["## Many models\n", "| measure | value |", "|---|---:|"]
-        out += [f"| {k.replace('_', ' ')} | {_fmt(v) if isinstance(v, float) else v} |" for k, v in m.items()]
-        out.append("")
+    for key, title in (("swap", "Model swaps"), ("rollout", "Rollouts (PMML, a shadow scoring every record)"),
+                       ("many_models", "Many models")):
+        if key in report:
+            out += [f"## {title}\n", "| measure | value |", "|---|---:|"]
+            out += [f"| {k.replace('_', ' ')} | {_fmt(v) if isinstance(v, float) else v} |"
+                    for k, v in report[key].items()]
+            out.append("")
     if "batch_sweep" in report:
         out += ["## Micro-batch size (PMML)\n",
                 "| batch size | records/s | ms per model call | records per call | ms per record |",
