@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import json
+import re
 import sys
 import threading
 import time
@@ -55,7 +56,8 @@ def index_of(record_id: str) -> int:
 def canary_check(s: Stack, canary: int, serving: int) -> bool:
     """While both served (from the canary's first result to the current model's last one),
     did each customer see one version, and what share of records did the canary get?"""
-    wine = {index_of(i): v for i, v in s.watcher.scored.items() if i.startswith("wine-") and v in (canary, serving)}
+    wine = {index_of(i): v for i, v in s.watcher.scored.items()
+            if re.fullmatch(r"wine-\d+-\d+", i) and v in (canary, serving)}
     first = min((i for i, v in wine.items() if v == canary), default=None)
     last = max((i for i, v in wine.items() if v == serving), default=None)
     if first is None or last is None or last < first:
