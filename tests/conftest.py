@@ -17,9 +17,12 @@ from pathlib import Path
 import pytest
 
 from infra import flink_cluster, paths
+from infra.job_harness import RunningJob, ScoringSetup
 from infra.kafka_broker import KafkaBroker
 from infra.procs import free_port, stop_marked
 from jobs.jars import kafka_connector_jar
+from model_store.repository import ModelRepository
+from model_store.server import ModelStoreServer
 
 # Every process the tests start inherits this mark (brokers, jobs, clusters, their JVMs and
 # Python workers); whatever still carries it when the session ends outlived its test.
@@ -104,3 +107,23 @@ def load_samples(folder: Path) -> dict:
     import json
 
     return json.loads((folder / "samples.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """A model store of the module's own: the repository and its HTTP server."""
+    repo = ModelRepository(tmp_path_factory.mktemp("store"))
+    repo.root.mkdir(parents=True, exist_ok=True)
+    with ModelStoreServer(repo.root) as server:
+        yield repo, server
+
+
+@pytest.fixture(scope="module")
+def scoring(kafka, store, tmp_path_factory):
+    """One running job shared by the tests of a module; each test has its data types."""
+    repo, server = store
+    setup = ScoringSetup(kafka.bootstrap_servers, repo, server.base_url, tmp_path_factory.mktemp("job"))
+    with RunningJob(setup.job_args(), setup.workdir / "job.log") as job:
+        setup.job = job
+        yield setup
+        job.assert_running()

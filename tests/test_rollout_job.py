@@ -18,31 +18,11 @@ from infra.job_harness import (
     nudge_until_event,
 )
 from model_store.kafka_io import consume
-from model_store.repository import ModelRepository
-from model_store.server import ModelStoreServer
 from tests.conftest import load_samples
 
 pytestmark = pytest.mark.integration
 
 Event = pb.ModelEvent
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    repo = ModelRepository(tmp_path_factory.mktemp("store"))
-    repo.root.mkdir(parents=True, exist_ok=True)
-    with ModelStoreServer(repo.root) as server:
-        yield repo, server
-
-
-@pytest.fixture(scope="module")
-def scoring(kafka, store, tmp_path_factory):
-    repo, server = store
-    setup = ScoringSetup(kafka.bootstrap_servers, repo, server.base_url, tmp_path_factory.mktemp("job"))
-    with RunningJob(setup.job_args(), setup.workdir / "job.log") as job:
-        setup.job = job
-        yield setup
-        job.assert_running()
 
 
 def serving_v1(setup: ScoringSetup, samples, name: str, data_type: str,
@@ -58,6 +38,15 @@ def serving_v1(setup: ScoringSetup, samples, name: str, data_type: str,
 
 def results_for(setup: ScoringSetup, data_type: str) -> list[pb.ScoringResult]:
     return [r for r in setup.scores(timeout_s=3) if r.data_type == data_type]
+
+
+def results_including(setup: ScoringSetup, data_type: str, ids, timeout_s: float = 60) -> list[pb.ScoringResult]:
+    """The data type's results once every id in `ids` has one (or the time is up)."""
+    deadline = time.monotonic() + timeout_s
+    results = results_for(setup, data_type)
+    while not {r.record_id for r in results} >= set(ids) and time.monotonic() < deadline:
+        results = results_for(setup, data_type)
+    return results
 
 
 def assert_each_scored_once(setup: ScoringSetup, data_type: str, sent: int) -> list[pb.ScoringResult]:
@@ -82,9 +71,7 @@ def test_a_shadow_that_agrees_is_promoted_and_only_the_current_model_served_mean
     assert "shadow of 100% of records" in started.reason and "beside sh-ok v1" in started.reason
     scoring.wait_for_event(Event.AVAILABLE, "sh-ok", 2)
     after = scoring.send_records("sh-ok", rows, prefix="sh-ok-after")
-    results = results_for(scoring, "sh-ok")
-    while not {r.record_id for r in results} >= set(after):
-        results = results_for(scoring, "sh-ok")
+    results = results_including(scoring, "sh-ok", after)
     versions = [r.model_version for r in results]
     assert versions == sorted(versions), "a v1 result after a v2 one"  # one partition: in order
     assert {r.model_version for r in results if r.record_id in after} == {2}
@@ -118,10 +105,7 @@ def test_a_canary_serves_a_sticky_share_of_entities_until_a_person_promotes_it(s
     entities = [f"customer-{i}" for i in range(2_000)]
     measured = [dict(rows[i % len(rows)], customer=entities[i % len(entities)]) for i in range(10_000)]
     ids = set(scoring.send_records("canary", measured, prefix="canary-measured"))
-    results = results_for(scoring, "canary")
-    deadline = time.monotonic() + 120
-    while len({r.record_id for r in results} & ids) < len(ids) and time.monotonic() < deadline:
-        results = results_for(scoring, "canary")
+    results = results_including(scoring, "canary", ids, timeout_s=120)
     by_id = {r.record_id: r.model_version for r in results if r.record_id in ids}
     assert len(by_id) == len(ids)
     versions_of = collections.defaultdict(set)
@@ -137,9 +121,7 @@ def test_a_canary_serves_a_sticky_share_of_entities_until_a_person_promotes_it(s
     promoted, _ = nudge_until_event(scoring, Event.PROMOTED, "canary", 2, rows, "canary-promote")
     assert promoted.reason.startswith("promoted by a person (PROMOTE)")
     after = set(scoring.send_records("canary", measured[:200], prefix="canary-after"))
-    deadline = time.monotonic() + 60
-    while {r.record_id for r in results if r.record_id in after} != after and time.monotonic() < deadline:
-        results = results_for(scoring, "canary")
+    results = results_including(scoring, "canary", after)
     assert {r.model_version for r in results if r.record_id in after} == {2}
 
 
@@ -152,10 +134,7 @@ def test_an_aborted_shadow_ends_with_the_current_model_serving(scoring, samples)
     abandoned, _ = nudge_until_event(scoring, Event.ABANDONED, "aborted", 2, rows, "aborted")
     assert abandoned.reason == "superseded by aborted v1 (ROLLBACK) before its rollout ended"
     after = set(scoring.send_records("aborted", rows, prefix="aborted-after"))
-    deadline = time.monotonic() + 60
-    results = results_for(scoring, "aborted")
-    while not {r.record_id for r in results} >= after and time.monotonic() < deadline:
-        results = results_for(scoring, "aborted")
+    results = results_including(scoring, "aborted", after)
     assert {r.model_version for r in results if r.record_id in after} == {1}
 
 
@@ -179,10 +158,7 @@ def test_a_promoted_model_that_starts_failing_is_rolled_back_by_the_job(scoring,
     letters = [d for d in scoring.dead_letters(timeout_s=3) if d.data_type == "watched"]
     assert letters and all("non-finite" in d.reason and d.model_version == 2 for d in letters)
     after = set(scoring.send_records("watched", breaking, prefix="watched-after"))
-    deadline = time.monotonic() + 60
-    results = results_for(scoring, "watched")
-    while not {r.record_id for r in results} >= after and time.monotonic() < deadline:
-        results = results_for(scoring, "watched")
+    results = results_including(scoring, "watched", after)
     assert {r.model_version for r in results if r.record_id in after} == {1}
 
 

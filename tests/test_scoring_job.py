@@ -20,32 +20,11 @@ from infra.job_harness import (
     nudge_until_event,
 )
 from model_store import cli
-from model_store.repository import ModelRepository
-from model_store.server import ModelStoreServer
 from tests.conftest import load_samples
 
 pytestmark = pytest.mark.integration
 
 Event = pb.ModelEvent
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    repo = ModelRepository(tmp_path_factory.mktemp("store"))
-    repo.root.mkdir(parents=True, exist_ok=True)
-    with ModelStoreServer(repo.root) as server:
-        yield repo, server
-
-
-@pytest.fixture(scope="module")
-def scoring(kafka, store, tmp_path_factory):
-    """One running job shared by the tests of this module; each test has its data types."""
-    repo, server = store
-    setup = ScoringSetup(kafka.bootstrap_servers, repo, server.base_url, tmp_path_factory.mktemp("job"))
-    with RunningJob(setup.job_args(), setup.workdir / "job.log") as job:
-        setup.job = job
-        yield setup
-        job.assert_running()
 
 
 def outputs_of(result: pb.ScoringResult) -> dict:
