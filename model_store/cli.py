@@ -120,12 +120,18 @@ def cmd_publish(args, repo: ModelRepository) -> int:
     return 0
 
 
-def cmd_promote(args, repo: ModelRepository) -> int:
+def announce_stored(args, repo: ModelRepository, action: int) -> StoredModel:
+    """A stored version announced again with `action` (ROLLBACK or PROMOTE)."""
     stored = repo.get(args.name, args.version)
     d = descriptor_for(repo, stored, args.base_url, args.inline_max_bytes,
-                       action=pb.ModelDescriptor.PROMOTE, signature_name=args.signature_name)
+                       action=action, signature_name=args.signature_name)
     upload_if_remote(repo, stored, d)
     announce(args.bootstrap_servers, args.topic, [d])
+    return stored
+
+
+def cmd_promote(args, repo: ModelRepository) -> int:
+    stored = announce_stored(args, repo, pb.ModelDescriptor.PROMOTE)
     print(f"promotion of {stored.name} v{stored.version} for '{stored.data_type}' sent to {args.topic}")
     return 0
 
@@ -157,11 +163,7 @@ def cmd_list(args, repo: ModelRepository) -> int:
 
 
 def cmd_rollback(args, repo: ModelRepository) -> int:
-    stored = repo.get(args.name, args.version)
-    d = descriptor_for(repo, stored, args.base_url, args.inline_max_bytes,
-                       action=pb.ModelDescriptor.ROLLBACK, signature_name=args.signature_name)
-    upload_if_remote(repo, stored, d)
-    announce(args.bootstrap_servers, args.topic, [d])
+    stored = announce_stored(args, repo, pb.ModelDescriptor.ROLLBACK)
     warn_unless_compacted(args.bootstrap_servers, args.topic)
     print(f"rollback of '{stored.data_type}' to {stored.name} v{stored.version} sent to {args.topic}")
     return 0
