@@ -28,6 +28,7 @@ from faults.stream import Section
 from faults.world import MAX_ARTIFACT_BYTES, MAX_RECORD_BYTES, RECOVERY_TIMEOUT_S, Job, World, say
 from infra.job_harness import RunningJob, ScoringSetup
 from infra.topics import EAGER_COMPACTION, wait_until_compacted
+from scoring.rollout import takes_part
 
 Event = pb.ModelEvent
 Case = Callable[[World], list[CaseResult]]
@@ -149,6 +150,74 @@ def new_version_after_old(job: Job, scores: list[Score], r: CaseResult) -> None:
     if job.delivery == EXACTLY_ONCE:  # with at-least-once, replays may interleave the versions
         runs = version_runs(scores, "recover-wine")
         r.check("the old version, then the new one, never back", runs == [1, 2], f"versions {runs}")
+
+
+# ---- a rollout across a TaskManager kill --------------------------------------------------------
+ROLLOUT_GATE_RECORDS = 1500  # 30 s of the stream: the kill lands mid-rollout
+
+
+def rollout_across_kill(mode: int) -> Case:
+    """While v1 serves and records stream, v2 is published in shadow (or as a 50% canary by
+    record id) with a 1,500-record gate; the TaskManager is killed 5 s into the rollout. The
+    rollout resumes from the checkpoint (not from zero), its gate passes on the comparisons
+    and v2 is promoted. Shadow: v1 served every record until the promotion. Canary: v2 served
+    only records its sticky hash gave it, before and after the restore."""
+    label = pb.RolloutPolicy.Mode.Name(mode).lower()
+    name = f"{label}-taskmanager-kill"
+    policy = pb.RolloutPolicy(mode=mode, canary_percent=50 if mode == pb.RolloutPolicy.CANARY else 0,
+                              gate=pb.Gate(min_records=ROLLOUT_GATE_RECORDS, min_agreement=0.99, tolerance=1e-6))
+
+    def case(world: World) -> list[CaseResult]:
+        job = world.eo
+        world.ensure_served(name, "wine-pmml", [job])
+        started, restored = time.monotonic(), world.restored(job)
+        with world.stream.section(name, [name], [job.data_topic]) as section:
+            time.sleep(2)
+            v2 = world.publish(name, name, _own_pmml(world, name, 2), pb.PMML, [job], rollout=policy)
+            began = _wait(job, is_event(Event.ROLLOUT_STARTED, name, v2.version), "ROLLOUT_STARTED v2", 120)
+            time.sleep(5)
+            decided_early = job.outputs.events(lambda e: e.data_type == name and e.state in (
+                Event.PROMOTED, Event.ABANDONED))
+            notes = [disrupt.kill_taskmanager()]
+            disrupt.start_taskmanager()
+            promoted = _wait(job, is_event(Event.PROMOTED, name, v2.version), "PROMOTED v2", RECOVERY_TIMEOUT_S)
+            sent_before_promoted = len(section.ids_so_far())
+            time.sleep(3)
+        r = tallied(name, job, records(section.confirmed(job.data_topic)), started)
+        r.check("the rollout started, and was still undecided when the TaskManager died",
+                began is not None and not decided_early, f"decided before the kill: {decided_early[:1]}")
+        count = world.restored(job) - restored
+        r.check("restarted from a checkpoint", count >= 1, f"{count} restore(s)")
+        starts = job.outputs.events(is_event(Event.ROLLOUT_STARTED, name, v2.version))
+        r.check("one ROLLOUT_STARTED: the rollout resumed from the checkpoint, not started again",
+                len(starts) == 1, f"{len(starts)} ROLLOUT_STARTED events")
+        compared = promoted.stats["records"] if promoted else 0
+        r.check(f"v2 PROMOTED by its gate on >= {ROLLOUT_GATE_RECORDS:,} records compared",
+                compared >= ROLLOUT_GATE_RECORDS, f"{compared:,.0f} compared" if promoted else "no PROMOTED event")
+        scores = job.outputs.scores_of(section.ids)
+        after = {s.version for s in job.outputs.scores_of(section.ids[sent_before_promoted:])}
+        r.check("records sent after PROMOTED scored by v2", after == {v2.version}, f"versions {sorted(after)}")
+        if mode == pb.RolloutPolicy.SHADOW:
+            runs = version_runs(scores, name)
+            r.check("v1 served every record until the promotion, v2 after", runs == [1, v2.version],
+                    f"versions {runs}")
+        else:
+            served, strays = _canary_served(scores, policy, f"{name}:{v2.version}")
+            r.check("v2 served records during the canary, only those its hash chose", served and not strays,
+                    f"{len(served)} served by v2 before v1's last result, {len(strays)} of them not in "
+                    f"the canary, e.g. {strays[:3]}")
+        r.models_before, r.models_after = {name: f"{name} v1"}, last_models(scores)
+        r.notes = notes + [f"{count} restore(s) from a checkpoint", f"gate compared {compared:,.0f} records"]
+        return [r]
+    return case
+
+
+def _canary_served(scores: list[Score], policy: pb.RolloutPolicy, salt: str) -> tuple[list[str], list[str]]:
+    """The records v2 scored, in output order before v1's last result (after the promotion v2
+    scores everything); and those of them the canary's sticky hash keeps with v1."""
+    last_v1 = max((i for i, s in enumerate(scores) if s.version == 1), default=-1)
+    served = [s.record_id for s in scores[:last_v1] if s.version != 1]
+    return served, [i for i in served if not takes_part(policy, salt, i, {})]
 
 
 # ---- model store faults -------------------------------------------------------------------------
@@ -563,6 +632,8 @@ def catalogue(kills: int = 3, fuzz_bad: int = 10_000, tensorflow: bool = True) -
             "publish-during-recovery", ["recover-wine", "fault-tf"], publish_while_down, restores=1,
             changes=lambda w: {"recover-wine": f"recover-wine v{w.served['recover-wine']}"},
             more_checks=new_version_after_old),
+        "shadow-taskmanager-kill": rollout_across_kill(pb.RolloutPolicy.SHADOW),
+        "canary-taskmanager-kill": rollout_across_kill(pb.RolloutPolicy.CANARY),
         "store-500": store_fault("500", status(500), Event.ERROR, "failed 3 times; last: HTTP 500", 3),
         "store-404": store_fault("404", status(404), Event.ERROR, "HTTP 404", 1),
         "store-down": store_fault("down", down, Event.ERROR, "failed 3 times; last: ConnectionError", None),

@@ -135,15 +135,17 @@ class World:
 
     # ---- models -------------------------------------------------------------------------------
     def publish(self, name: str, data_type: str, source: Path, model_type: int,
-                jobs: list[Job] | None = None, inline: bool = False) -> pb.ModelDescriptor:
+                jobs: list[Job] | None = None, inline: bool = False,
+                rollout: pb.RolloutPolicy | None = None) -> pb.ModelDescriptor:
         """Store a model as the next version of `name` and announce it to the jobs."""
         stored = self.repo.publish(name, source, model_type, data_type)
-        d = self.descriptor(stored, inline)
+        d = self.descriptor(stored, inline, rollout=rollout)
         self.announce([d.SerializeToString()], jobs)
         return d
 
-    def descriptor(self, stored: StoredModel, inline: bool = False, **changes) -> pb.ModelDescriptor:
-        d = cli.descriptor_for(self.repo, stored, self.store.base_url, 1 << 30 if inline else 0)
+    def descriptor(self, stored: StoredModel, inline: bool = False, rollout: pb.RolloutPolicy | None = None,
+                   **changes) -> pb.ModelDescriptor:
+        d = cli.descriptor_for(self.repo, stored, self.store.base_url, 1 << 30 if inline else 0, rollout=rollout)
         for key, value in changes.items():
             setattr(d, key, value)
         return d
