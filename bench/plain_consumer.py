@@ -16,12 +16,12 @@ from pathlib import Path
 from kafka import KafkaConsumer, KafkaProducer
 
 from contract import scoring_pb2 as pb
+from contract.model_types import BY_NAME
 from contract.values import inputs_of
 from scoring import messages
 from scoring.backends.registry import backend_for
 from scoring.batch import score_batch, warm_up
 
-TYPES = {"pmml": pb.PMML, "tensorflow": pb.TENSORFLOW_SAVED_MODEL}
 COMMIT_EVERY = 1_000  # records: flush the results, then commit the offsets that produced them
 
 
@@ -30,14 +30,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bootstrap-servers", required=True)
     p.add_argument("--data-topic", required=True)
     p.add_argument("--scores-topic", required=True)
-    p.add_argument("--model-type", choices=sorted(TYPES), required=True)
+    p.add_argument("--model-type", choices=sorted(BY_NAME), required=True)
     p.add_argument("--artifact", required=True)
     p.add_argument("--records", type=int, required=True, help="stop after scoring this many")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--group-id", default="plain-consumer")
     args = p.parse_args(argv)
 
-    model = backend_for(TYPES[args.model_type]).load(Path(args.artifact))
+    model = backend_for(BY_NAME[args.model_type]).load(Path(args.artifact))
     warm_up(model)
     consumer = KafkaConsumer(args.data_topic, bootstrap_servers=args.bootstrap_servers, group_id=args.group_id,
                              enable_auto_commit=False, auto_offset_reset="earliest",

@@ -30,6 +30,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from contract import scoring_pb2 as pb
+from contract.model_types import BY_NAME
 from contract.rollout import describe_policy, policy_problem
 from contract.topics import TopicNames
 from contract.values import make_record
@@ -39,7 +40,6 @@ from model_store.repository import ModelRepository, StoredModel
 from model_store.server import DEFAULT_PORT, DEFAULT_ROOT
 from model_store.status import fold, render
 
-TYPES = {"pmml": pb.PMML, "tensorflow": pb.TENSORFLOW_SAVED_MODEL}
 DEFAULT_INLINE_MAX = 256 * 1024
 
 
@@ -106,7 +106,7 @@ def rollout_policy(args) -> pb.RolloutPolicy:
 
 def cmd_publish(args, repo: ModelRepository) -> int:
     policy = rollout_policy(args)
-    stored = repo.publish(args.name, args.path, TYPES[args.type], args.data_type, args.description)
+    stored = repo.publish(args.name, args.path, BY_NAME[args.type], args.data_type, args.description)
     d = descriptor_for(repo, stored, args.base_url, args.inline_max_bytes,
                        signature_name=args.signature_name, rollout=policy)
     upload_if_remote(repo, stored, d)
@@ -217,8 +217,8 @@ def parser() -> argparse.ArgumentParser:
     pub = sub.add_parser("publish", help="store a model as its next version and announce it")
     pub.add_argument("--name", required=True)
     pub.add_argument("--data-type", required=True, help="the records this model scores")
-    pub.add_argument("--type", choices=sorted(TYPES), required=True)
-    pub.add_argument("--path", type=Path, required=True, help="a PMML file or a SavedModel directory")
+    pub.add_argument("--type", choices=sorted(BY_NAME), required=True)
+    pub.add_argument("--path", type=Path, required=True, help="a PMML file, a SavedModel directory (or its .tar.gz), or an ONNX file")
     pub.add_argument("--description", default="")
     announcing(pub)
     rollout_flags(pub)

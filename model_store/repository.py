@@ -17,9 +17,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from contract import scoring_pb2 as pb
+from contract.model_types import ARTIFACT_FILES
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-ARTIFACT_FILES = {pb.PMML: "model.pmml", pb.TENSORFLOW_SAVED_MODEL: "model.tar.gz"}
 
 
 @dataclass(frozen=True)

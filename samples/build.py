@@ -8,6 +8,8 @@ framework's own predictions on them, to check the scoring backends against.
 
 - wine-pmml:  scikit-learn (StandardScaler + GradientBoosting) on sklearn's wine data, as PMML (nyoka)
 - wine-tf:    a Keras classifier on the same data and the same named inputs, as a SavedModel
+- wine-onnx:  scikit-learn (StandardScaler + RandomForest) on the same data and inputs,
+              converted to ONNX by skl2onnx (verification samples in its metadata properties)
 - wine-pmml-shallow: wine-pmml retrained with 2 trees of depth 1: a model that predicts
               differently (rollout demos and tests: a shadow that fails its gate)
 - wine-tf-fragile: wine-tf with a bug: non-finite outputs when magnesium > 150, which none of
@@ -33,8 +35,9 @@ from pathlib import Path
 import numpy as np
 
 from contract.values import plain
+from scoring.backends import onnx as onnx_backend
 from scoring.backends.tensorflow import VERIFICATION_FILE
-from scoring.verification import write_json_file
+from scoring.verification import to_json
 
 SEED = 7
 N_SAMPLES = 16
@@ -57,7 +60,10 @@ def write_samples(out: Path, meta: dict, inputs: list[dict], expected: list[dict
     """samples.json, and the same samples inside the model as its verification on load."""
     out.mkdir(parents=True, exist_ok=True)
     if (out / "saved_model").is_dir():
-        write_json_file(out / "saved_model" / VERIFICATION_FILE, inputs, expected)
+        (out / "saved_model" / VERIFICATION_FILE).parent.mkdir(parents=True, exist_ok=True)
+        (out / "saved_model" / VERIFICATION_FILE).write_text(to_json(inputs, expected))
+    if (out / "model.onnx").exists():
+        add_onnx_properties(out / "model.onnx", {onnx_backend.VERIFICATION_KEY: to_json(inputs, expected)})
     if (out / "model.pmml").exists():
         add_pmml_verification(out / "model.pmml", inputs, expected)
     doc = {**meta, "format": FORMAT, "inputs": inputs, "expected": expected}
@@ -90,6 +96,15 @@ def add_pmml_verification(path: Path, inputs: list[dict], expected: list[dict],
     tree.write(str(path), xml_declaration=True, encoding="UTF-8")
 
 
+def add_onnx_properties(path: Path, properties: dict[str, str]) -> None:
+    """Set metadata properties of an ONNX model (where its verification samples travel)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    onnx.helper.set_model_props(model, {**{p.key: p.value for p in model.metadata_props}, **properties})
+    onnx.save(model, str(path))
+
+
 def build_wine_pmml(out: Path, n_estimators: int = 30, max_depth: int = 2) -> None:
     from nyoka import skl_to_pmml
     from sklearn.ensemble import GradientBoostingClassifier
@@ -115,6 +130,30 @@ def build_wine_pmml(out: Path, n_estimators: int = 30, max_depth: int = 2) -> No
     ]
     write_samples(out, {"model_type": "PMML", "data_type": "wine"},
                   rows.to_dict(orient="records"), expected)
+
+
+def build_wine_onnx(out: Path) -> None:
+    """A scikit-learn pipeline converted by skl2onnx, one [N, 1] float input per named
+    feature (the records wine-pmml and wine-tf take) and the converter's default outputs:
+    `output_label` and ZipMap probabilities."""
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import FloatTensorType
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X, y = wine_data()
+    pipeline = Pipeline([("scaler", StandardScaler()),
+                         ("clf", RandomForestClassifier(n_estimators=20, max_depth=4, random_state=SEED))]).fit(X, y)
+    onnx_model = convert_sklearn(pipeline, "wine-onnx", [(n, FloatTensorType([None, 1])) for n in X.columns],
+                                 target_opset=17)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "model.onnx").write_bytes(onnx_model.SerializeToString())
+    rows = X.sample(N_SAMPLES, random_state=SEED)
+    proba = pipeline.predict_proba(rows.astype(np.float32))
+    expected = [{"output_label": int(c), **{f"output_probability_{k}": float(p[k]) for k in range(3)}}
+                for p, c in zip(proba, pipeline.predict(rows.astype(np.float32)), strict=True)]
+    write_samples(out, {"model_type": "ONNX", "data_type": "wine"}, rows.to_dict(orient="records"), expected)
 
 
 def build_wine_tf(out: Path) -> None:
@@ -308,6 +347,7 @@ def build_digits_tf(out: Path) -> None:
 BUILDERS = {
     "wine-pmml": build_wine_pmml,
     "wine-tf": build_wine_tf,
+    "wine-onnx": build_wine_onnx,
     "wine-pmml-shallow": partial(build_wine_pmml, n_estimators=2, max_depth=1),
     "wine-tf-fragile": build_wine_tf_fragile,
     "spam-tf": build_spam_tf,

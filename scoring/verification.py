@@ -8,6 +8,7 @@ Where the samples come from:
   and `zeroThreshold`; the `InlineTable` holds one row per sample.
 - SavedModel: `assets.extra/verification.json`:
   `{"inputs": [{...}], "expected": [{...}], "rtol": 1e-4, "atol": 1e-5}`.
+- ONNX: the same JSON in the model's metadata property `scoring.verification`.
 """
 
 from __future__ import annotations
@@ -129,21 +130,28 @@ def _number_or_text(text: str) -> Any:
         return text
 
 
-# ---- SavedModel ------------------------------------------------------------------------------
+# ---- JSON (SavedModel, ONNX) -----------------------------------------------------------------
 def from_json_file(path: Path) -> Verification | None:
-    if not path.exists():
-        return None
-    doc = json.loads(path.read_text())
-    inputs = [{k: np.asarray(v, dtype=np.float32) if isinstance(v, list) else v for k, v in row.items()}
-              for row in doc["inputs"]]
-    return Verification(inputs, list(doc["expected"]),
-                        default=Tolerance(float(doc.get("rtol", 1e-4)), float(doc.get("atol", 1e-5))))
+    return from_json(path.read_text(), str(path.name)) if path.exists() else None
 
 
-def write_json_file(path: Path, inputs: Sequence[dict], expected: Sequence[dict],
-                    rtol: float = 1e-4, atol: float = 1e-5) -> None:
-    """What `from_json_file` reads (for model builders: `samples/build.py`)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"inputs": list(inputs), "expected": list(expected), "rtol": rtol,
-                                "atol": atol}, default=plain))
+def from_json(text: str, where: str) -> Verification:
+    """`{"inputs": [{...}], "expected": [{...}], "rtol": 1e-4, "atol": 1e-5}`; lists are tensors."""
+    try:
+        doc = json.loads(text)
+        return Verification([with_tensors(row) for row in doc["inputs"]], list(doc["expected"]),
+                            default=Tolerance(float(doc.get("rtol", 1e-4)), float(doc.get("atol", 1e-5))))
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
+        raise VerificationError(f"{where} is not usable verification JSON: {err!r}") from err
+
+
+def with_tensors(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A JSON input row as records carry it: its lists become float32 tensors."""
+    return {k: np.asarray(v, dtype=np.float32) if isinstance(v, list) else v for k, v in row.items()}
+
+
+def to_json(inputs: Sequence[dict], expected: Sequence[dict], rtol: float = 1e-4, atol: float = 1e-5) -> str:
+    """What `from_json` reads (for model builders: `samples/build.py`)."""
+    return json.dumps({"inputs": list(inputs), "expected": list(expected), "rtol": rtol, "atol": atol},
+                      default=plain)
 

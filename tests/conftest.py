@@ -10,12 +10,14 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from contract import scoring_pb2 as pb
 from infra import flink_cluster, paths
 from infra.job_harness import RunningJob, ScoringSetup
 from infra.kafka_broker import KafkaBroker
@@ -127,3 +129,16 @@ def scoring(kafka, store, tmp_path_factory):
         setup.job = job
         yield setup
         job.assert_running()
+
+
+def results_for(setup: ScoringSetup, data_type: str) -> list[pb.ScoringResult]:
+    return [r for r in setup.scores(timeout_s=3) if r.data_type == data_type]
+
+
+def results_including(setup: ScoringSetup, data_type: str, ids, timeout_s: float = 60) -> list[pb.ScoringResult]:
+    """The data type's results once every id in `ids` has one (or the time is up)."""
+    deadline = time.monotonic() + timeout_s
+    results = results_for(setup, data_type)
+    while not {r.record_id for r in results} >= set(ids) and time.monotonic() < deadline:
+        results = results_for(setup, data_type)
+    return results

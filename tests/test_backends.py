@@ -1,4 +1,4 @@
-"""The TensorFlow and PMML backends against the training frameworks' own predictions."""
+"""The TensorFlow, PMML and ONNX backends against the training frameworks' own predictions."""
 
 from __future__ import annotations
 
@@ -31,6 +31,8 @@ from tests.conftest import load_samples
 def artifact_of(folder: Path, tmp_path: Path) -> tuple[Path, int]:
     if (folder / "model.pmml").exists():
         return folder / "model.pmml", pb.PMML
+    if (folder / "model.onnx").exists():
+        return folder / "model.onnx", pb.ONNX
     target = tmp_path / "model.tar.gz"
     pack_saved_model(folder / "saved_model", target)
     return target, pb.TENSORFLOW_SAVED_MODEL
@@ -52,7 +54,7 @@ def assert_close(actual: dict, expected: dict) -> None:
                                        err_msg=name)
 
 
-SAMPLES = ["wine-pmml", "wine-tf", "spam-tf", "digits-tf"]
+SAMPLES = ["wine-pmml", "wine-tf", "wine-onnx", "spam-tf", "digits-tf"]
 
 
 @pytest.mark.parametrize("sample", SAMPLES)

@@ -18,7 +18,7 @@ from infra.job_harness import (
     nudge_until_event,
 )
 from model_store.kafka_io import consume
-from tests.conftest import load_samples
+from tests.conftest import load_samples, results_for, results_including
 
 pytestmark = pytest.mark.integration
 
@@ -34,19 +34,6 @@ def serving_v1(setup: ScoringSetup, samples, name: str, data_type: str,
     setup.publish(name, data_type, kind, samples[sample] / artifact)
     _, sent = nudge_until_event(setup, Event.AVAILABLE, data_type, 1, rows, f"{data_type}-v1")
     return rows, sent
-
-
-def results_for(setup: ScoringSetup, data_type: str) -> list[pb.ScoringResult]:
-    return [r for r in setup.scores(timeout_s=3) if r.data_type == data_type]
-
-
-def results_including(setup: ScoringSetup, data_type: str, ids, timeout_s: float = 60) -> list[pb.ScoringResult]:
-    """The data type's results once every id in `ids` has one (or the time is up)."""
-    deadline = time.monotonic() + timeout_s
-    results = results_for(setup, data_type)
-    while not {r.record_id for r in results} >= set(ids) and time.monotonic() < deadline:
-        results = results_for(setup, data_type)
-    return results
 
 
 def assert_each_scored_once(setup: ScoringSetup, data_type: str, sent: int) -> list[pb.ScoringResult]:

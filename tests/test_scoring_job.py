@@ -20,7 +20,7 @@ from infra.job_harness import (
     nudge_until_event,
 )
 from model_store import cli
-from tests.conftest import load_samples
+from tests.conftest import load_samples, results_including
 
 pytestmark = pytest.mark.integration
 
@@ -114,6 +114,31 @@ def test_several_data_types_served_at_once_by_their_own_models(scoring, samples)
                 assert got[name] == want
             else:
                 np.testing.assert_allclose(np.asarray(got[name], dtype=float), want, rtol=1e-4, atol=1e-5)
+
+
+def test_an_onnx_model_scores_as_onnx_runtime_itself_scores_the_same_records(scoring, samples):
+    """The whole wine data set, through Kafka and the job, against a plain InferenceSession."""
+    import onnxruntime as ort
+
+    from samples.build import wine_data
+
+    X, _ = wine_data()
+    path = samples["wine-onnx"] / "model.onnx"
+    scoring.publish("onnx-wine-model", "onnx-wine", "onnx", path)
+    rows = X.to_dict(orient="records")
+    _, nudges = nudge_until_event(scoring, Event.AVAILABLE, "onnx-wine", 1, rows[:1], "onnx-nudge")
+    ids = scoring.send_records("onnx-wine", rows, prefix="onnx")
+    results = {r.record_id: r for r in results_including(scoring, "onnx-wine", ids, timeout_s=120)}
+    assert set(ids) <= set(results), f"{len(set(ids) - set(results))} of {len(ids)} records have no result"
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    labels, probabilities = session.run(None, {n: X[[n]].to_numpy(np.float32) for n in X.columns})
+    for record_id, label, p in zip(ids, labels, probabilities, strict=True):
+        r = results[record_id]
+        assert (r.model_name, r.model_version) == ("onnx-wine-model", 1)
+        got = outputs_of(r)
+        assert got["output_label"] == label
+        assert [got[f"output_probability_{k}"] for k in p] == pytest.approx(list(p.values()), rel=1e-6, abs=1e-7)
 
 
 def test_bad_records_are_dead_lettered_while_good_ones_flow(scoring, samples):

@@ -13,6 +13,7 @@ from scoring.errors import UnknownModelTypeError
 BACKENDS: dict[int, str] = {
     pb.PMML: "scoring.backends.pmml:PmmlBackend",
     pb.TENSORFLOW_SAVED_MODEL: "scoring.backends.tensorflow:TensorFlowBackend",
+    pb.ONNX: "scoring.backends.onnx:OnnxBackend",
 }
 
 # More backends without touching this file: SCORING_EXTRA_BACKENDS="99=pkg.module:Class,...".

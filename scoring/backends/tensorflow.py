@@ -21,7 +21,7 @@ import numpy as np
 from model_store.fetcher import partial_path
 from scoring.backends.base import InputField, Kind, LoadedModel, ModelBackend, Outputs
 from scoring.errors import ModelLoadError
-from scoring.verification import Verification, from_json_file
+from scoring.verification import Verification, from_json_file, with_tensors
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -101,9 +101,7 @@ class TensorFlowModel(LoadedModel):
     def warm_up_inputs(self) -> list[dict[str, Any]]:
         shipped = self._directory / WARMUP_FILE
         if shipped.exists():
-            rows = json.loads(shipped.read_text())
-            return [{k: np.asarray(v, dtype=np.float32) if isinstance(v, list) else v
-                     for k, v in row.items()} for row in rows]
+            return [with_tensors(row) for row in json.loads(shipped.read_text())]
         row = {}
         for name, field in self.input_fields.items():
             if field.kind == "string":
