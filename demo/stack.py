@@ -18,6 +18,7 @@ from pathlib import Path
 from kafka import KafkaConsumer
 
 from contract import scoring_pb2 as pb
+from contract.json_records import read_result
 from contract.topics import TopicNames
 from contract.values import make_record
 from infra import flink_cluster
@@ -70,7 +71,7 @@ class Watcher(threading.Thread):
 
     def take(self, topic: str, value: bytes) -> None:
         if topic == self.topics.scores:
-            r = pb.ScoringResult.FromString(value)
+            r = read_result(value)
             self.duplicates += r.record_id in self.scored
             self.scored[r.record_id] = r.model_version
             self.by_version[(r.model_name, r.model_version)] += 1

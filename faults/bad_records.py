@@ -1,4 +1,6 @@
-"""Bad records, one kind at a time for the named cases, and mixed with good ones for the fuzz.
+"""Bad records, one kind at a time for the named cases, and mixed with good ones for the fuzz:
+protobuf records and JSON ones (malformed, wrong types, huge numbers, deep nesting, non-UTF-8
+bytes, NaN), and a quarter of the good ones as JSON.
 
 `scorable` is the oracle: the spec of a record the job must score (it parses, has an id
 and the served data type, every model input is a finite number, every value converts).
@@ -7,6 +9,7 @@ and the served data type, every model input is a finite number, every value conv
 from __future__ import annotations
 
 import base64
+import json
 import math
 import random
 from collections.abc import Callable
@@ -15,6 +18,7 @@ from dataclasses import dataclass, field
 from google.protobuf.message import DecodeError
 
 from contract import scoring_pb2 as pb
+from contract.json_records import record_as_json
 from contract.values import make_record
 from faults.outputs import DEAD, SCORE, Sent, digest, raw
 
@@ -28,6 +32,8 @@ def record(record_id: str, data_type: str, row: dict) -> pb.DataRecord:
 def scorable(value: bytes, data_type: str, fields: list[str], max_record_bytes: int) -> bool:
     if len(value) > max_record_bytes:
         return False
+    if value[:1] == b"{":
+        return json_scorable(value, data_type, fields)
     try:
         r = pb.DataRecord.FromString(value)
     except DecodeError:
@@ -47,6 +53,35 @@ def scorable(value: bytes, data_type: str, fields: list[str], max_record_bytes: 
         if kind == "double_value" and not math.isfinite(v.double_value):
             return False
     return True
+
+
+def json_scorable(value: bytes, data_type: str, fields: list[str]) -> bool:
+    """The JSON record spec (contract/json_records.py's docstring), restated independently for
+    the records the fuzz makes: every input a finite number (integers within 64 bits)."""
+    def refuse(constant: str):
+        raise ValueError(constant)
+
+    try:
+        doc = json.loads(value.decode("utf-8"), parse_constant=refuse)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return False
+    if not isinstance(doc, dict) or set(doc) - {"record_id", "data_type", "event_time_ms", "inputs"}:
+        return False
+    event_time = doc.get("event_time_ms", 0)
+    if type(event_time) is not int or event_time < 0 or not isinstance(doc.get("inputs", {}), dict):
+        return False
+    if not isinstance(doc.get("record_id"), str) or not doc["record_id"] or doc.get("data_type") != data_type:
+        return False
+    inputs = doc.get("inputs", {})
+    return set(fields) <= set(inputs) and all(_json_number(v) for v in inputs.values())
+
+
+def _json_number(v) -> bool:
+    if isinstance(v, bool):
+        return True
+    if isinstance(v, int):
+        return -(1 << 63) <= v < (1 << 63)
+    return isinstance(v, float) and math.isfinite(v)
 
 
 # ---- records with an id: dead-lettered under it ------------------------------------------------
@@ -112,6 +147,56 @@ def oversize(rng: random.Random, good: bytes, size: int) -> bytes:
     return r.SerializeToString()
 
 
+# ---- JSON records that cannot be scored: dead-lettered with their bytes --------------------------
+def _json_text(good: bytes) -> str:
+    return record_as_json(pb.DataRecord.FromString(good)).decode()
+
+
+def _json_with_input(rng: random.Random, good: bytes, literal: str) -> bytes:
+    """The good record as JSON with one of its inputs replaced by `literal` (JSON text)."""
+    doc = json.loads(_json_text(good))
+    doc["inputs"][rng.choice(sorted(doc["inputs"]))] = "__HERE__"
+    return json.dumps(doc).replace('"__HERE__"', literal).encode()
+
+
+def malformed_json(rng: random.Random, good: bytes) -> bytes:
+    text = _json_text(good)
+    cut = rng.randint(1, len(text) - 1)
+    return rng.choice([text[:cut], text[:cut] + text[cut + 1:],
+                       text[:cut] + rng.choice('{}[],:"') + text[cut:]]).encode()
+
+
+def json_wrong_value(rng: random.Random, good: bytes) -> bytes:
+    return _json_with_input(rng, good, rng.choice(
+        ['null', '"12.5"', '{"x": 1}', '[[1, 2], [3]]', '[1, "a"]', '{"b64": "!!"}', '[]', '"grün"']))
+
+
+def json_huge_number(rng: random.Random, good: bytes) -> bytes:
+    return _json_with_input(rng, good, rng.choice(["1e400", "-1e999", str(10**30), "9" * 5000]))
+
+
+def json_deep_nesting(rng: random.Random, good: bytes) -> bytes:
+    depth = rng.choice([9, 40, 2000, 20000])
+    return _json_with_input(rng, good, "[" * depth + "1" + "]" * depth)
+
+
+def json_not_utf8(rng: random.Random, good: bytes) -> bytes:
+    text = _json_text(good).encode()
+    at = text.index(b'"record_id": "') + len(b'"record_id": "')
+    return text[:at] + rng.choice([b"\xff", b"\xc3\x28", b"\xed\xa0\x80", b"\x80"]) + text[at:]
+
+
+def json_nan(rng: random.Random, good: bytes) -> bytes:
+    return _json_with_input(rng, good, rng.choice(["NaN", "Infinity", "-Infinity"]))
+
+
+BY_JSON = [malformed_json, json_wrong_value, json_huge_number, json_deep_nesting, json_not_utf8, json_nan]
+
+
+def bad_json(rng: random.Random, good: bytes) -> bytes:
+    return rng.choice(BY_JSON)(rng, good)
+
+
 def not_a_jpeg(record_id: str, data_type: str) -> pb.DataRecord:
     """A digits record whose image does not decode: the model throws on it."""
     return record(record_id, data_type, {"image_b64": base64.urlsafe_b64encode(b"not a jpeg").decode()})
@@ -119,7 +204,7 @@ def not_a_jpeg(record_id: str, data_type: str) -> pb.DataRecord:
 
 # ---- the fuzz ------------------------------------------------------------------------------------
 BY_ID = [missing_inputs, wrong_type, non_finite, unknown_type, no_data_type]
-BY_BYTES = [random_bytes, truncated, bit_flipped, no_record_id]
+BY_BYTES = [random_bytes, truncated, bit_flipped, no_record_id, *BY_JSON]
 
 
 @dataclass
@@ -136,7 +221,8 @@ def fuzz(rows: list[Row], data_type: str, prefix: str, n_bad: int, n_good: int,
     fields = sorted(rows[0])
     out, seen = Fuzz(), set()
     for i in range(n_good):
-        out.payloads.append(record(f"{prefix}-good-{i}", data_type, rows[i % len(rows)]).SerializeToString())
+        good = record(f"{prefix}-good-{i}", data_type, rows[i % len(rows)])
+        out.payloads.append(record_as_json(good) if i % 4 == 0 else good.SerializeToString())
         out.good.append(Sent(f"{prefix}-good-{i}", SCORE))
     i = 0
     while len(out.bad) < n_bad:

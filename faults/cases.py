@@ -652,6 +652,8 @@ def catalogue(kills: int = 3, fuzz_bad: int = 10_000, tensorflow: bool = True) -
         "over-size": bad_record_case("over-size", by_bytes(
             lambda rng, good: bad_records.oversize(rng, good, MAX_RECORD_BYTES),
             f"over the {MAX_RECORD_BYTES}-byte limit", n=3)),
+        "bad-json": bad_record_case("bad-json", by_bytes(
+            bad_records.bad_json, "bad JSON record|the model takes a|missing input(s)|no model has been published")),
         "model-throws": bad_record_case("model-throws", model_throws, sample="digits-tf"),
         f"fuzz-{fuzz_bad}": fuzz(fuzz_bad),
         "malformed-descriptor": bad_model_case("malformed-descriptor", malformed_descriptors),

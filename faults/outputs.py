@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from contract import scoring_pb2 as pb
+from contract.json_records import read_result
 from infra.job_harness import ScoringSetup, describe
 from infra.topics import TopicTail
 from model_store.status import fold
@@ -99,7 +100,7 @@ class JobOutputs:
     def _take(self, topic: str, value: bytes) -> None:
         with self._lock:
             if topic == self.topics["scores"]:
-                r = pb.ScoringResult.FromString(value)
+                r = read_result(value)
                 score = Score(r.record_id, r.data_type, r.model_name, r.model_version)
                 self._scores[r.record_id].append(score)
                 self._score_log.append(score)

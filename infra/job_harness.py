@@ -16,6 +16,7 @@ from pathlib import Path
 from google.protobuf.message import DecodeError
 
 from contract import scoring_pb2 as pb
+from contract.json_records import read_result, record_as_json
 from contract.topics import MODELS_TOPIC_CONFIG
 from contract.values import make_record
 from infra import paths
@@ -87,17 +88,18 @@ class ScoringSetup:
         data type as the compacted topic needs; what does not parse under the key `unparsed`."""
         produce_keyed(self.bootstrap, self.topics["models"], ((model_key(m), m) for m in messages))
 
-    def send_records(self, data_type: str, rows: Iterable[dict], prefix: str) -> list[str]:
+    def send_records(self, data_type: str, rows: Iterable[dict], prefix: str, as_json: bool = False) -> list[str]:
         records = [make_record(f"{prefix}-{i}", data_type, row, int(time.time() * 1000))
                    for i, row in enumerate(rows)]
-        produce(self.bootstrap, self.topics["data"], (r.SerializeToString() for r in records))
+        encode = record_as_json if as_json else pb.DataRecord.SerializeToString
+        produce(self.bootstrap, self.topics["data"], (encode(r) for r in records))
         return [r.record_id for r in records]
 
     def send_raw(self, values: Iterable[bytes]) -> None:
         produce(self.bootstrap, self.topics["data"], values)
 
     def scores(self, expected: int | None = None, timeout_s: float = 90) -> list[pb.ScoringResult]:
-        return [pb.ScoringResult.FromString(v)
+        return [read_result(v)
                 for v in consume(self.bootstrap, self.topics["scores"], expected, timeout_s)]
 
     def dead_letters(self, expected: int | None = None, timeout_s: float = 60) -> list[pb.DeadLetter]:

@@ -35,6 +35,7 @@ from pyflink.datastream.state import (
 )
 
 from contract import scoring_pb2 as pb
+from contract.json_records import JsonRecordError, decode_record
 from contract.rollout import describe_policy
 from contract.values import inputs_of
 from model_store.fetcher import ArtifactFetcher, FetchPolicy
@@ -77,8 +78,9 @@ Event = pb.ModelEvent
 class ParseRecords(ProcessFunction):
     """Keeps records that parse; dead-letters the rest with the reason and original bytes."""
 
-    def __init__(self, max_record_bytes: int) -> None:
+    def __init__(self, max_record_bytes: int, record_format: str = "auto") -> None:
         self.max_record_bytes = max_record_bytes
+        self.record_format = record_format
 
     def process_element(self, value: bytes, ctx):
         if len(value) > self.max_record_bytes:
@@ -88,10 +90,13 @@ class ParseRecords(ProcessFunction):
                 "(only its first 1 KiB is kept here)")
             return
         try:
-            record = pb.DataRecord.FromString(value)
+            record, _ = decode_record(value, self.record_format)
         except DecodeError as err:
             yield DEAD_LETTERS, messages.dead_letter(
                 value, "parse", f"{len(value)} bytes are not a DataRecord protobuf: {err}")
+            return
+        except JsonRecordError as err:
+            yield DEAD_LETTERS, messages.dead_letter(value, "parse", f"bad JSON record: {err}")
             return
         missing = [f for f in ("record_id", "data_type") if not getattr(record, f)]
         if missing:
@@ -252,13 +257,13 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
         """No model is ready for this key: keep the record (bounded) or dead-letter it."""
         unservable = self._unservable(km) if self.options.no_model_policy == "dead-letter" else ""
         if unservable:
-            yield DEAD_LETTERS, messages.dead_letter(raw, "no-model", unservable, pb.DataRecord.FromString(raw))
+            yield DEAD_LETTERS, messages.dead_letter(raw, "no-model", unservable, self._record(raw)[0])
             return
         if km.held >= self.options.max_held_records:
             yield DEAD_LETTERS, messages.dead_letter(
                 raw, "no-model",
                 f"no model is ready for this data type and {km.held} records are already held "
-                "(--max-held-records)", pb.DataRecord.FromString(raw))
+                "(--max-held-records)", self._record(raw)[0])
             return
         self.buffer.add(raw)
         km.held += 1
@@ -394,13 +399,17 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
         km.held = 0
         yield from self._score(servable, data_type, km, raws)
 
+    def _record(self, raw: bytes) -> tuple[pb.DataRecord, bool]:
+        """A record ParseRecords let through, and whether it came as JSON."""
+        return decode_record(raw, self.options.record_format)
+
     def _score(self, servable: Servable, data_type: str, km: KeyState, raws: list[bytes]):
         records, inputs = [], []
         for raw in raws:
-            record = pb.DataRecord.FromString(raw)
+            record, as_json = self._record(raw)
             try:
                 inputs.append(inputs_of(record))
-                records.append((raw, record))
+                records.append((raw, record, as_json))
             except ValueError as err:
                 yield DEAD_LETTERS, messages.dead_letter(
                     raw, "validate", f"bad input value: {err}", record, servable.key)
@@ -409,8 +418,8 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
         candidate = self._candidate(km)
         if candidate is not None:
             yield from self._beside(candidate, servable, km, records, inputs, outcomes, us, served)
-        for (raw, record), (outcome, by) in zip(records, served, strict=True):
-            message, failure = messages.result_or_failure(record, outcome, by)
+        for (raw, record, as_json), (outcome, by) in zip(records, served, strict=True):
+            message, failure = messages.result_or_failure(record, outcome, by, as_json)
             if failure is None:
                 yield message
             else:

@@ -16,6 +16,7 @@ import tempfile
 
 from pyflink.common import Types, WatermarkStrategy
 
+from contract.json_records import RECORD_FORMATS
 from contract.topics import TopicNames
 from jobs.flink_env import (
     DELIVERY,
@@ -80,6 +81,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     flag("--load-retry-s", type=float, default=defaults.load_retry_s,
          help="a model that failed to load is tried again after this long while a data type still needs it")
     flag("--max-record-bytes", type=int, default=defaults.max_record_bytes)
+    flag("--record-format", choices=RECORD_FORMATS, default=defaults.record_format,
+         help="records as protobuf DataRecords or JSON; auto: JSON when a record starts with '{'. "
+              "A result is written in its record's format")
     flag("--stats-interval-ms", type=int, default=defaults.stats_interval_ms)
     flag("--bundle-time-ms", type=int, default=100,
          help="PyFlink bundle time: bounds how long results wait in the Python worker")
@@ -106,6 +110,7 @@ def options_from(args: argparse.Namespace) -> ScoringOptions:
         load_retry_s=args.load_retry_s,
         stats_interval_ms=args.stats_interval_ms,
         max_record_bytes=args.max_record_bytes,
+        record_format=args.record_format,
         send_pairs=bool(args.pairs_topic),
         passthrough=args.passthrough,
     )
@@ -124,7 +129,7 @@ def build(env, args: argparse.Namespace, parse_records=None, score=None) -> None
                                   transactional_id_prefix=f"{args.group_id}-{name}")).name(f"kafka: {topic}")
 
     records = (source(args.data_topic, args.group_id)
-               .process(parse_records or ParseRecords(args.max_record_bytes), output_type=KEYED_RECORD)
+               .process(parse_records or ParseRecords(args.max_record_bytes, args.record_format), output_type=KEYED_RECORD)
                .name("parse records"))
     # Model updates are read from the start, so a fresh job learns every data type's model.
     models = (env.from_source(

@@ -30,6 +30,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from contract import scoring_pb2 as pb
+from contract.json_records import record_as_json
 from contract.model_types import BY_NAME
 from contract.rollout import describe_policy, policy_problem
 from contract.topics import TopicNames
@@ -176,8 +177,9 @@ def cmd_send(args, repo: ModelRepository) -> int:
         make_record(f"{prefix}-{i}", args.data_type, row, int(time.time() * 1000))
         for i, row in zip(range(args.count), itertools.cycle(rows))
     )
-    n = produce(args.bootstrap_servers, args.data_topic, (r.SerializeToString() for r in records))
-    print(f"sent {n} '{args.data_type}' records to {args.data_topic}")
+    encode = record_as_json if args.json else pb.DataRecord.SerializeToString
+    n = produce(args.bootstrap_servers, args.data_topic, (encode(r) for r in records))
+    print(f"sent {n} '{args.data_type}' records{' as JSON' if args.json else ''} to {args.data_topic}")
     return 0
 
 
@@ -248,6 +250,7 @@ def parser() -> argparse.ArgumentParser:
     send.add_argument("--samples", type=Path, required=True, help="a samples.json of `make models`")
     send.add_argument("--count", type=int, default=100)
     send.add_argument("--id-prefix", default="")
+    send.add_argument("--json", action="store_true", help="send JSON records (their results come back as JSON)")
     send.add_argument("--data-topic", default=topics.data)
 
     tl = sub.add_parser("tail", help="follow the scores, dead letters or model events, a line each")

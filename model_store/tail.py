@@ -18,6 +18,7 @@ from google.protobuf.json_format import MessageToDict
 from kafka import KafkaConsumer
 
 from contract import scoring_pb2 as pb
+from contract.json_records import read_result
 from contract.values import to_python
 
 State = pb.ModelEvent.State
@@ -27,6 +28,10 @@ State = pb.ModelEvent.State
 class Kind:
     message: type
     line: Callable[[object], str]
+    parse: Callable[[bytes], object] | None = None  # default: message.FromString
+
+    def read(self, value: bytes):
+        return (self.parse or self.message.FromString)(value)
 
 
 def clock(ms: int) -> str:
@@ -67,7 +72,7 @@ def event_line(e: pb.ModelEvent) -> str:
 
 
 KINDS = {
-    "scores": Kind(pb.ScoringResult, score_line),
+    "scores": Kind(pb.ScoringResult, score_line, read_result),  # results of JSON records are JSON
     "dead-letters": Kind(pb.DeadLetter, dead_letter_line),
     "events": Kind(pb.ModelEvent, event_line),
 }
@@ -76,7 +81,7 @@ KINDS = {
 def render(kind: str, value: bytes, data_type: str = "", as_json: bool = False) -> str | None:
     """One message as a line, or None if it is filtered out."""
     try:
-        message = KINDS[kind].message.FromString(value)
+        message = KINDS[kind].read(value)
     except Exception as err:  # noqa: BLE001 - a foreign message on the topic: say so, go on
         return None if data_type else f"<{len(value)} bytes that are not a {KINDS[kind].message.__name__}: {err}>"
     if data_type and message.data_type != data_type:

@@ -6,6 +6,7 @@ import time
 from collections.abc import Mapping
 
 from contract import scoring_pb2 as pb
+from contract.json_records import result_json
 from contract.values import fill_map
 from scoring.batch import Outcome
 from scoring.loader import Servable
@@ -16,7 +17,10 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def result(record: pb.DataRecord, name: str, version: int, outputs: dict) -> bytes:
+def result(record: pb.DataRecord, name: str, version: int, outputs: dict, as_json: bool = False) -> bytes:
+    """A ScoringResult; for a record that came as JSON, the same fields as JSON."""
+    if as_json:
+        return result_json(record, name, version, outputs, now_ms())
     message = pb.ScoringResult(
         record_id=record.record_id, data_type=record.data_type, model_name=name,
         model_version=version, event_time_ms=record.event_time_ms, scoring_time_ms=now_ms(),
@@ -65,12 +69,12 @@ def shadow_pair(record: pb.DataRecord, current: Servable, candidate: Servable, m
     return pair.SerializeToString()
 
 
-def result_or_failure(record: pb.DataRecord, outcome: Outcome,
-                      servable: Servable) -> tuple[bytes | None, tuple[str, str] | None]:
+def result_or_failure(record: pb.DataRecord, outcome: Outcome, servable: Servable,
+                      as_json: bool = False) -> tuple[bytes | None, tuple[str, str] | None]:
     """The result message, or the (stage, reason) for the dead letter."""
     if not outcome.ok:
         return None, (outcome.error.stage, str(outcome.error))
     try:
-        return result(record, servable.name, servable.version, outcome.outputs), None
+        return result(record, servable.name, servable.version, outcome.outputs, as_json), None
     except (TypeError, ValueError) as err:  # the backend returned what a Value cannot hold
         return None, ("score", f"the model's outputs cannot be written as a ScoringResult: {err}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import threading
 import time
 
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 
 from contract import scoring_pb2 as pb
+from contract.json_records import read_result
 from contract.values import to_python
 from infra import flink_cluster
 from infra.job_harness import (
@@ -20,6 +22,7 @@ from infra.job_harness import (
     nudge_until_event,
 )
 from model_store import cli
+from model_store.kafka_io import consume
 from tests.conftest import load_samples, results_including
 
 pytestmark = pytest.mark.integration
@@ -164,6 +167,38 @@ def test_bad_records_are_dead_lettered_while_good_ones_flow(scoring, samples):
     unparsed = [d for d in letters if d.stage == "parse"]
     assert {d.original for d in unparsed} >= {b"\x00\x01 definitely not protobuf \xff\xfe", b"\x0a\x05hello"}
     assert all(d.reason for d in unparsed)
+
+
+def test_json_records_get_json_results_beside_protobuf_ones(scoring, samples):
+    """JSON records written by another client (librdkafka) with plain json.dumps, protobuf
+    records and broken JSON, on one topic for one data type: each JSON record's result is
+    JSON naming the version, each protobuf record's is protobuf, the broken ones are
+    dead-lettered saying what was wrong."""
+    from confluent_kafka import Producer
+
+    doc = load_samples(samples["wine-pmml"])
+    scoring.publish("json-wine-model", "json-wine", "pmml", samples["wine-pmml"] / "model.pmml")
+    nudge_until_event(scoring, Event.AVAILABLE, "json-wine", 1, doc["inputs"][:1], "json-nudge")
+    texts = {f"json-{i}": json.dumps({"record_id": f"json-{i}", "data_type": "json-wine", "inputs": row})
+             for i, row in enumerate(doc["inputs"])}
+    broken = [b'{"record_id": "json-broken", "data_type": "json-wine", "inputs": {"hue": NaN}}',
+              b'{"record_id": "json-cut", "data_type": "json-wi']
+    producer = Producer({"bootstrap.servers": scoring.bootstrap})
+    for value in [*texts.values(), *broken]:
+        producer.produce(scoring.topics["data"], value.encode() if isinstance(value, str) else value)
+    assert producer.flush(30) == 0
+    protobuf_ids = scoring.send_records("json-wine", doc["inputs"], prefix="json-pb")
+    results_including(scoring, "json-wine", [*texts, *protobuf_ids], timeout_s=120)
+
+    raw = {read_result(v).record_id: v for v in consume(scoring.bootstrap, scoring.topics["scores"], None, 10)}
+    for (record_id, _), expected in zip(texts.items(), doc["expected"], strict=True):
+        result = json.loads(raw[record_id])
+        assert (result["model_name"], result["model_version"], result["data_type"]) == ("json-wine-model", 1, "json-wine")
+        assert result["outputs"] == pytest.approx(expected, rel=1e-4, abs=1e-5)
+    assert all(raw[i][:1] != b"{" and pb.ScoringResult.FromString(raw[i]).model_version == 1 for i in protobuf_ids)
+    reasons = {d.original: d.reason for d in scoring.dead_letters(timeout_s=10) if d.stage == "parse"}
+    assert "bad JSON record: NaN is not a JSON number" in reasons[broken[0]]
+    assert "bad JSON record: not valid JSON: Unterminated string" in reasons[broken[1]]
 
 
 def test_a_bad_model_is_rejected_while_the_old_one_keeps_serving(scoring, samples, tmp_path):

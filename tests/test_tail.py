@@ -85,3 +85,10 @@ def test_each_kind_reads_as_one_line():
         "wine  r9  validate: missing input(s) ['ash']  (wine v2)")
     assert render("events", event.SerializeToString()).endswith("AVAILABLE  wine  wine v2  replaces wine v1")
     assert render("events", event.SerializeToString(), data_type="beer") is None
+
+
+def test_a_json_result_reads_as_the_same_line_as_its_protobuf_twin():
+    twin = json.dumps({"record_id": "a-1", "data_type": "wine", "model_name": "wine", "model_version": 3,
+                       "outputs": {"label": "red", "p": 0.123456, "probabilities": [0.1, 0.9]},
+                       "scoring_time_ms": 1_700_000_000_123}).encode()
+    assert render("scores", twin) == render("scores", result("a-1", "wine"))
