@@ -356,7 +356,7 @@ def rollout_case(bench: Bench, n: int) -> dict:
 
     def start_shadows(setup: ScoringSetup, job: RunningJob) -> int:
         for data_type in bench.data_types:
-            setup.publish(f"pmml-{data_type}", data_type, "pmml", pmml, rollout=["--shadow", "--min-records", "10000000"])
+            setup.publish(f"pmml-{data_type}", data_type, "pmml", pmml, flags=["--shadow", "--min-records", "10000000"])
         sent = nudge(setup, job, lambda: len({e.data_type for e in events_of(setup, pb.ModelEvent.ROLLOUT_STARTED)})
                      >= len(bench.data_types), bench.data_types, "shadow-wait")
         return sent + gate(setup, job)
@@ -366,7 +366,7 @@ def rollout_case(bench: Bench, n: int) -> dict:
         sent = nudge(setup, job, lambda: any(e.data_type == "gate" for e in events_of(setup, pb.ModelEvent.AVAILABLE)),
                      ["gate"], "gate-v1")
         published = time.time() * 1000
-        setup.publish("gate", "gate", "pmml", pmml, rollout=["--shadow", "--min-records", "1000", "--tolerance", "1e-9"])
+        setup.publish("gate", "gate", "pmml", pmml, flags=["--shadow", "--min-records", "1000", "--tolerance", "1e-9"])
         records = [make_record(f"gate-{i}", "gate", bench.rows[i % len(bench.rows)]).SerializeToString()
                    for i in range(20_000)]
         produce_fast(setup.bootstrap, setup.topics["data"], records)

@@ -63,13 +63,13 @@ class ScoringSetup:
         return [item for k, v in args.items() for item in (f"--{k}", v)]
 
     def publish(self, name: str, data_type: str, model_type: str, path: Path,
-                inline_max_bytes: int = 0, rollout: Iterable[str] = ()) -> None:
-        """`rollout`: the CLI's rollout flags, e.g. ["--shadow", "--min-records", "200"]."""
+                inline_max_bytes: int = 0, flags: Iterable[str] = ()) -> None:
+        """`flags`: more of the CLI's publish flags, e.g. ["--shadow", "--min-records", "200"]."""
         code = cli.main(["--store-root", str(self.repo.root), "--bootstrap-servers", self.bootstrap,
                          "publish", "--name", name, "--data-type", data_type, "--type", model_type,
                          "--path", str(path), "--topic", self.topics["models"],
                          "--base-url", self.store_url, "--inline-max-bytes", str(inline_max_bytes),
-                         *rollout])
+                         *flags])
         assert code == 0
 
     def model_command(self, command: str, name: str, version: int) -> None:

@@ -39,7 +39,7 @@ from contract.json_records import JsonRecordError, decode_record
 from contract.rollout import describe_policy
 from contract.values import inputs_of
 from model_store.fetcher import ArtifactFetcher, FetchPolicy
-from scoring import messages
+from scoring import explain, messages
 from scoring.batch import Outcome, identity_batch, score_batch
 from scoring.lifecycle import (
     Abandoned,
@@ -418,6 +418,7 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
         candidate = self._candidate(km)
         if candidate is not None:
             yield from self._beside(candidate, servable, km, records, inputs, outcomes, us, served)
+        self._explain(records, inputs, served)
         for (raw, record, as_json), (outcome, by) in zip(records, served, strict=True):
             message, failure = messages.result_or_failure(record, outcome, by, as_json)
             if failure is None:
@@ -454,7 +455,7 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
         the candidate failed the record)."""
         policy = km.next.rollout
         salt = f"{km.next.name}:{km.next.version}"
-        chosen = [i for i, ((_, record), x) in enumerate(zip(records, inputs, strict=True))
+        chosen = [i for i, ((_, record, _), x) in enumerate(zip(records, inputs, strict=True))
                   if takes_part(policy, salt, record.record_id, x)]
         if not chosen:
             return
@@ -468,6 +469,17 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
             if pairs:
                 yield SHADOW_PAIRS, messages.shadow_pair(records[i][1], servable, candidate, m, t, d, canary and t.ok)
         self._save_rollout(km)
+
+    @staticmethod
+    def _explain(records, inputs, served: list[tuple[Outcome, Servable]]) -> None:
+        """The model that served a record explains it, if its descriptor chose the record."""
+        asked: dict[tuple[str, int], list[int]] = {}
+        for i, ((_, record, _), (outcome, by)) in enumerate(zip(records, served, strict=True)):
+            if outcome.ok and explain.chosen(record.record_id, by.name, by.version, by.explain_fraction):
+                asked.setdefault(by.key, []).append(i)
+        for indices in asked.values():
+            by = served[indices[0]][1]
+            explain.explain_into(by.model, [inputs[i] for i in indices], [served[i][0] for i in indices])
 
     def _account(self, servable: Servable, size: int, failed: int, elapsed_s: float) -> None:
         stats = self.stats.setdefault(servable.key, ModelStats(*servable.key))

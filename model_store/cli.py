@@ -35,7 +35,7 @@ from contract.model_types import BY_NAME
 from contract.rollout import describe_policy, policy_problem
 from contract.topics import TopicNames
 from contract.values import make_record
-from model_store import object_store, tail
+from model_store import explain, object_store, tail
 from model_store.kafka_io import check_models_topic, consume, produce, produce_keyed
 from model_store.repository import ModelRepository, StoredModel
 from model_store.server import DEFAULT_PORT, DEFAULT_ROOT
@@ -46,12 +46,13 @@ DEFAULT_INLINE_MAX = 256 * 1024
 
 def descriptor_for(repo: ModelRepository, stored: StoredModel, base_url: str,
                    inline_max_bytes: int, action: int = pb.ModelDescriptor.DEPLOY,
-                   signature_name: str = "", rollout: pb.RolloutPolicy | None = None) -> pb.ModelDescriptor:
+                   signature_name: str = "", rollout: pb.RolloutPolicy | None = None,
+                   explain_fraction: float = 0.0) -> pb.ModelDescriptor:
     d = pb.ModelDescriptor(
         name=stored.name, description=stored.description, data_type=stored.data_type,
         model_type=stored.model_type_value, version=stored.version, sha256=stored.sha256,
         size_bytes=stored.size_bytes, publish_time_ms=int(time.time() * 1000), action=action,
-        signature_name=signature_name, rollout=rollout,
+        signature_name=signature_name, rollout=rollout, explain_fraction=explain_fraction,
     )
     if stored.size_bytes <= inline_max_bytes:
         d.inline_bytes = repo.artifact_path(stored).read_bytes()
@@ -109,7 +110,7 @@ def cmd_publish(args, repo: ModelRepository) -> int:
     policy = rollout_policy(args)
     stored = repo.publish(args.name, args.path, BY_NAME[args.type], args.data_type, args.description)
     d = descriptor_for(repo, stored, args.base_url, args.inline_max_bytes,
-                       signature_name=args.signature_name, rollout=policy)
+                       signature_name=args.signature_name, rollout=policy, explain_fraction=args.explain_fraction)
     upload_if_remote(repo, stored, d)
     announce(args.bootstrap_servers, args.topic, [d])
     warn_unless_compacted(args.bootstrap_servers, args.topic)
@@ -191,6 +192,11 @@ def cmd_tail(args, repo: ModelRepository) -> int:
                      args.json, args.max)
 
 
+def cmd_explain(args, repo: ModelRepository) -> int:
+    return explain.explain(args.bootstrap_servers, args.scores_topic, args.data_topic, args.record_id, args.png,
+                           args.timeout)
+
+
 def cmd_status(args, repo: ModelRepository) -> int:
     events = [pb.ModelEvent.FromString(v)
               for v in consume(args.bootstrap_servers, args.events_topic, timeout_s=args.timeout)]
@@ -222,6 +228,9 @@ def parser() -> argparse.ArgumentParser:
     pub.add_argument("--type", choices=sorted(BY_NAME), required=True)
     pub.add_argument("--path", type=Path, required=True, help="a PMML file, a SavedModel directory (or its .tar.gz), or an ONNX file")
     pub.add_argument("--description", default="")
+    pub.add_argument("--explain-fraction", type=float, default=0.0, metavar="F",
+                     help="the share of records (0-1) whose results carry the model's explanation "
+                          "(a SavedModel's 'explain' signature); default none")
     announcing(pub)
     rollout_flags(pub)
 
@@ -261,6 +270,13 @@ def parser() -> argparse.ArgumentParser:
     tl.add_argument("--max", type=int, default=0, help="stop after this many (default: until Ctrl-C)")
     tl.add_argument("--topic", default="", help="the topic (default: the job's, $TOPIC_SCORES, ...)")
 
+    ex = sub.add_parser("explain", help="draw a record's explanation over its input (PNG)")
+    ex.add_argument("--record-id", required=True)
+    ex.add_argument("--png", type=Path, required=True, help="where to write the picture")
+    ex.add_argument("--scores-topic", default=topics.scores)
+    ex.add_argument("--data-topic", default=topics.data)
+    ex.add_argument("--timeout", type=float, default=5, help="seconds to read each topic")
+
     st = sub.add_parser("status", help="the model each data type is served by, with its counters")
     st.add_argument("--events-topic", default=topics.model_events)
     st.add_argument("--timeout", type=float, default=5, help="seconds to read the events topic")
@@ -291,7 +307,8 @@ def rollout_flags(sp) -> None:
 
 
 COMMANDS = {"publish": cmd_publish, "list": cmd_list, "rollback": cmd_rollback, "send": cmd_send,
-            "status": cmd_status, "tail": cmd_tail, "promote": cmd_promote, "abort": cmd_abort}
+            "status": cmd_status, "tail": cmd_tail, "promote": cmd_promote, "abort": cmd_abort,
+            "explain": cmd_explain}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,6 +17,8 @@ framework's own predictions on them, to check the scoring backends against.
 - spam-tf:    a text classifier taking raw strings (vectorisation inside the graph)
 - digits-tf:  an image classifier taking base64 JPEG strings (decode, resize, scale inside
               the graph), on sklearn's 8x8 digits rendered as JPEG
+  Both also have an `explain` signature: integrated gradients of their score, per token of
+  the text and per pixel of the image.
 """
 
 from __future__ import annotations
@@ -42,8 +44,8 @@ from scoring.verification import to_json
 SEED = 7
 N_SAMPLES = 16
 # Bumped when what a sample holds changes: an older build in the output folder is rebuilt.
-# 2: the models carry their verification samples.
-FORMAT = 2
+# 2: the models carry their verification samples. 3: spam-tf and digits-tf have an `explain` signature.
+FORMAT = 3
 WINE_TARGET = "cultivar"
 
 
@@ -221,20 +223,56 @@ def build_wine_tf_fragile(out: Path) -> None:
                   doc["inputs"], doc["expected"])
 
 
-def export_saved_model(out: Path, model, serve, warmup_inputs: list[dict] | None = None) -> None:
-    """Save `serve` as the serving_default signature; warm-up inputs go to assets.extra/,
-    where TF Serving keeps its warm-up requests."""
+def export_saved_model(out: Path, model, serve, warmup_inputs: list[dict] | None = None, explain=None) -> None:
+    """Save `serve` as the serving_default signature (and `explain`, if given, as the
+    `explain` signature); warm-up inputs go to assets.extra/, where TF Serving keeps its
+    warm-up requests."""
     import tensorflow as tf
 
     holder = tf.Module()
     holder.model = model
     holder.serve = serve
+    signatures = {"serving_default": serve}
+    if explain is not None:
+        holder.explain = explain
+        signatures["explain"] = explain
     target = out / "saved_model"
-    tf.saved_model.save(holder, str(target), signatures={"serving_default": serve})
+    tf.saved_model.save(holder, str(target), signatures=signatures)
     if warmup_inputs:
         extra = target / "assets.extra"
         extra.mkdir(exist_ok=True)
         (extra / "warmup_inputs.json").write_text(json.dumps(warmup_inputs))
+
+
+IG_STEPS = 64
+EXPLAINED_TOKENS = 32  # a text's first tokens get an attribution each
+
+
+def integrated_gradients(score_of, x, steps: int = IG_STEPS):
+    """Integrated gradients (Sundararajan et al., 2017) of `score_of` (a batch of inputs ->
+    one score each) from an all-zero baseline to `x`, by the trapezoid rule over `steps`.
+    Returns (attributions shaped like x, score of x, score of the baseline): the
+    attributions of a record sum to score - baseline score, up to the rule's error."""
+    import tensorflow as tf
+
+    x = tf.cast(x, tf.float32)
+    n = tf.shape(x)[0]
+    alphas = tf.reshape(tf.linspace(0.0, 1.0, steps + 1), [-1] + [1] * len(x.shape))
+    path = tf.reshape(alphas * x[None], tf.concat([[-1], tf.shape(x)[1:]], axis=0))  # steps+1 copies, alpha-major
+    with tf.GradientTape() as tape:
+        tape.watch(path)
+        scores = score_of(path)
+    grads = tf.reshape(tape.gradient(scores, path), tf.concat([[steps + 1, n], tf.shape(x)[1:]], axis=0))
+    average = tf.reduce_mean((grads[:-1] + grads[1:]) / 2, axis=0)
+    scores = tf.reshape(scores, [steps + 1, n])
+    return x * average, scores[-1], scores[0]
+
+
+def standardize(text):
+    """TextVectorization's default standardisation: lower case, punctuation stripped."""
+    import tensorflow as tf
+
+    return tf.strings.regex_replace(tf.strings.lower(text), r"[!\"#$%&()\*\+,-\./:;<=>?@\[\\\]^_`{|}~']", "")
 
 
 SPAM_WORDS = ["free", "winner", "prize", "cash", "offer", "click", "urgent", "claim", "bonus",
@@ -271,15 +309,33 @@ def build_spam_tf(out: Path) -> None:
     classifier.compile(optimizer=keras.optimizers.Adam(0.05), loss="binary_crossentropy")
     classifier.fit(vectorize(tf.constant(texts)), np.array(labels), epochs=20, batch_size=64, verbose=0)
 
-    @tf.function(input_signature=[{"text": tf.TensorSpec([None], tf.string, name="text")}])
+    spec = [{"text": tf.TensorSpec([None], tf.string, name="text")}]
+
+    @tf.function(input_signature=spec)
     def serve(inputs):
         p = tf.squeeze(classifier(vectorize(inputs["text"])), axis=1)
         return {"spam_probability": p, "label": tf.where(p >= 0.5, "spam", "ham")}
 
+    # Token ids as multi_hot counts them: [UNK] is 0, the vocabulary follows.
+    lookup = keras.layers.StringLookup(vocabulary=vectorize.get_vocabulary()[1:], num_oov_indices=1)
+
+    @tf.function(input_signature=spec)
+    def explain(inputs):
+        """Integrated gradients of the spam probability over the multi-hot input, from the
+        empty text; each of the first EXPLAINED_TOKENS tokens gets its word's attribution."""
+        x = vectorize(inputs["text"])
+        attributions, score, baseline_score = integrated_gradients(
+            lambda v: tf.squeeze(classifier(v), axis=1), x)
+        tokens = tf.strings.split(standardize(inputs["text"])).to_tensor("", shape=[None, EXPLAINED_TOKENS])
+        per_token = tf.gather(attributions, lookup(tokens), batch_dims=1)
+        return {"text": tf.where(tokens == "", 0.0, per_token), "total": tf.reduce_sum(attributions, axis=1),
+                "score": score, "baseline_score": baseline_score}
+
     holder_model = tf.Module()
     holder_model.vectorize = vectorize
     holder_model.classifier = classifier
-    export_saved_model(out, holder_model, serve)
+    holder_model.lookup = lookup
+    export_saved_model(out, holder_model, serve, explain=explain)
     samples, _ = spam_corpus(N_SAMPLES, random.Random(SEED + 1))
     p = classifier.predict(vectorize(tf.constant(samples)), verbose=0)[:, 0]
     expected = [{"spam_probability": float(v), "label": "spam" if v >= 0.5 else "ham"} for v in p]
@@ -330,14 +386,27 @@ def build_digits_tf(out: Path) -> None:
     model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy")
     model.fit(x, target, epochs=5, batch_size=64, verbose=0)
 
-    @tf.function(input_signature=[{"image_b64": tf.TensorSpec([None], tf.string, name="image_b64")}])
+    spec = [{"image_b64": tf.TensorSpec([None], tf.string, name="image_b64")}]
+
+    @tf.function(input_signature=spec)
     def serve(inputs):
         p = model(preprocess(inputs["image_b64"]))
         return {"label": tf.argmax(p, axis=1), "confidence": tf.reduce_max(p, axis=1)}
 
+    @tf.function(input_signature=spec)
+    def explain(inputs):
+        """Integrated gradients of the predicted class's probability over the pixels, from a
+        black image."""
+        x = preprocess(inputs["image_b64"])
+        label = tf.argmax(model(x), axis=1)
+        attributions, score, baseline_score = integrated_gradients(
+            lambda v: tf.gather(model(v), tf.tile(label, [tf.shape(v)[0] // tf.shape(label)[0]]), batch_dims=1), x)
+        return {"image_b64": tf.squeeze(attributions, axis=3), "label": label, "score": score,
+                "baseline_score": baseline_score}
+
     sample_idx = list(range(0, len(images), len(images) // N_SAMPLES))[:N_SAMPLES]
     samples = [images[i] for i in sample_idx]
-    export_saved_model(out, model, serve, warmup_inputs=[{"image_b64": s} for s in samples[:2]])
+    export_saved_model(out, model, serve, warmup_inputs=[{"image_b64": s} for s in samples[:2]], explain=explain)
     p = model.predict(preprocess(tf.constant(samples)), verbose=0)
     expected = [{"label": int(v.argmax()), "confidence": float(v.max())} for v in p]
     write_samples(out, {"model_type": "TENSORFLOW_SAVED_MODEL", "data_type": "image"},

@@ -17,6 +17,7 @@ from scoring.backends.base import LoadedModel
 from scoring.backends.registry import BACKENDS, backend_for
 from scoring.batch import warm_up
 from scoring.errors import ArtifactFetchError, ModelLoadError
+from scoring.explain import check_explains
 from scoring.verification import verify
 
 
@@ -36,6 +37,7 @@ class Servable:
     load_ms: float = 0.0
     warm_up_ms: float = 0.0
     verified: int = 0  # verification samples that gave their expected outputs
+    explain_fraction: float = 0.0  # the share of records whose results carry an explanation
     since_ms: int = field(default_factory=lambda: int(time.time() * 1000))
 
     @property
@@ -68,6 +70,8 @@ def check_descriptor(d: pb.ModelDescriptor) -> None:
         problems.append(f"rollout mode {d.rollout.mode} is unknown")
     elif policy_problem(d.rollout):
         problems.append(f"rollout: {policy_problem(d.rollout)}")
+    if not 0 <= d.explain_fraction <= 1:
+        problems.append(f"explain_fraction {d.explain_fraction:g} is not a fraction in [0, 1]")
     if problems:
         label = f"descriptor {d.name or '?'} v{d.version}"
         raise DescriptorError(f"{label} is invalid: {'; '.join(problems)}")
@@ -84,6 +88,8 @@ def load_servable(descriptor: pb.ModelDescriptor, fetcher: ArtifactFetcher) -> S
     loaded = time.monotonic()
     try:
         warm_up(model)
+        check_explains(model, descriptor.explain_fraction, f"model {descriptor.name} v{descriptor.version}",
+                       model.warm_up_inputs())
         samples = model.verification()
         verified = verify(model, samples) if samples is not None else 0
     except ModelLoadError:
@@ -98,4 +104,5 @@ def load_servable(descriptor: pb.ModelDescriptor, fetcher: ArtifactFetcher) -> S
         load_ms=(loaded - started) * 1000,
         warm_up_ms=(time.monotonic() - loaded) * 1000,
         verified=verified,
+        explain_fraction=descriptor.explain_fraction,
     )

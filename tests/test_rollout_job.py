@@ -49,7 +49,7 @@ def assert_each_scored_once(setup: ScoringSetup, data_type: str, sent: int) -> l
 def test_a_shadow_that_agrees_is_promoted_and_only_the_current_model_served_meanwhile(scoring, samples):
     rows, _ = serving_v1(scoring, samples, "sh-ok", "sh-ok")
     scoring.publish("sh-ok", "sh-ok", "pmml", samples["wine-pmml"] / "model.pmml",
-                    rollout=["--shadow", "--min-records", "200", "--tolerance", "1e-9", "--send-pairs"])
+                    flags=["--shadow", "--min-records", "200", "--tolerance", "1e-9", "--send-pairs"])
     promoted, _ = nudge_until_event(scoring, Event.PROMOTED, "sh-ok", 2, rows, "sh-ok", per_round=40)
     assert promoted.reason.startswith(f"{int(promoted.stats['records']):,} records; agreement on")
     assert promoted.stats["compared"] >= 200 and promoted.stats["error_rate"] == 0
@@ -72,7 +72,7 @@ def test_a_shadow_that_agrees_is_promoted_and_only_the_current_model_served_mean
 def test_a_shadow_that_predicts_differently_is_abandoned_with_its_numbers(scoring, samples):
     rows, before = serving_v1(scoring, samples, "sh-bad", "sh-bad")
     scoring.publish("sh-bad", "sh-bad", "pmml", samples["wine-pmml-shallow"] / "model.pmml",
-                    rollout=["--shadow", "--min-records", "200", "--min-agreement", "0.95", "--tolerance", "0.05"])
+                    flags=["--shadow", "--min-records", "200", "--min-agreement", "0.95", "--tolerance", "0.05"])
     abandoned, sent = nudge_until_event(scoring, Event.ABANDONED, "sh-bad", 2, rows, "sh-bad", per_round=40)
     assert "agreement on 'probability_0' 0.000 < 0.95" in abandoned.reason
     assert "agreement on 'predicted_cultivar'" not in abandoned.reason  # the classes agree: not a failure
@@ -86,7 +86,7 @@ def test_a_shadow_that_predicts_differently_is_abandoned_with_its_numbers(scorin
 def test_a_canary_serves_a_sticky_share_of_entities_until_a_person_promotes_it(scoring, samples):
     rows, _ = serving_v1(scoring, samples, "canary", "canary")
     scoring.publish("canary", "canary", "pmml", samples["wine-pmml"] / "model.pmml",
-                    rollout=["--canary", "20", "--entity-field", "customer", "--min-records", "100",
+                    flags=["--canary", "20", "--entity-field", "customer", "--min-records", "100",
                              "--manual-promotion"])
     nudge_until_event(scoring, Event.ROLLOUT_STARTED, "canary", 2, rows, "canary-wait")
     entities = [f"customer-{i}" for i in range(2_000)]
@@ -115,7 +115,7 @@ def test_a_canary_serves_a_sticky_share_of_entities_until_a_person_promotes_it(s
 def test_an_aborted_shadow_ends_with_the_current_model_serving(scoring, samples):
     rows, _ = serving_v1(scoring, samples, "aborted", "aborted")
     scoring.publish("aborted", "aborted", "pmml", samples["wine-pmml"] / "model.pmml",
-                    rollout=["--shadow", "--min-records", "1000000"])
+                    flags=["--shadow", "--min-records", "1000000"])
     nudge_until_event(scoring, Event.ROLLOUT_STARTED, "aborted", 2, rows, "aborted-wait")
     scoring.model_command("abort", "aborted", 2)
     abandoned, _ = nudge_until_event(scoring, Event.ABANDONED, "aborted", 2, rows, "aborted")
@@ -128,7 +128,7 @@ def test_an_aborted_shadow_ends_with_the_current_model_serving(scoring, samples)
 def test_a_promoted_model_that_starts_failing_is_rolled_back_by_the_job(scoring, samples):
     rows, _ = serving_v1(scoring, samples, "watched", "watched", sample="wine-tf")
     scoring.publish("watched", "watched", "tensorflow", samples["wine-tf-fragile"] / "saved_model",
-                    rollout=["--shadow", "--min-records", "100", "--tolerance", "1e-5",
+                    flags=["--shadow", "--min-records", "100", "--tolerance", "1e-5",
                              "--max-error-rate", "0.05", "--watch-s", "300"])
     nudge_until_event(scoring, Event.PROMOTED, "watched", 2, rows, "watched-shadow", per_round=40)
     breaking = [dict(r, magnesium=160.0) for r in rows]  # v2 returns NaN for these; v1 does not
@@ -157,7 +157,7 @@ def test_a_shadow_continues_after_a_kill_minus_9_without_losing_or_recounting(ka
     with RunningJob(setup.job_args(), tmp_path / "first.log") as job:
         rows, _ = serving_v1(setup, samples, "restart-shadow", "restart-shadow")
         setup.publish("restart-shadow", "restart-shadow", "pmml", samples["wine-pmml"] / "model.pmml",
-                      rollout=["--shadow", "--min-records", "1000", "--tolerance", "1e-9"])
+                      flags=["--shadow", "--min-records", "1000", "--tolerance", "1e-9"])
         nudge_until_event(setup, Event.ROLLOUT_STARTED, "restart-shadow", 2, rows, "restart-wait")
         setup.send_records("restart-shadow", batch, prefix="restart-before")
         deadline = time.monotonic() + 90

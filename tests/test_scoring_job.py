@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import subprocess
+import sys
 import threading
 import time
 
@@ -13,7 +15,7 @@ import pytest
 from contract import scoring_pb2 as pb
 from contract.json_records import read_result
 from contract.values import to_python
-from infra import flink_cluster
+from infra import flink_cluster, paths
 from infra.job_harness import (
     RunningJob,
     ScoringSetup,
@@ -199,6 +201,32 @@ def test_json_records_get_json_results_beside_protobuf_ones(scoring, samples):
     reasons = {d.original: d.reason for d in scoring.dead_letters(timeout_s=10) if d.stage == "parse"}
     assert "bad JSON record: NaN is not a JSON number" in reasons[broken[0]]
     assert "bad JSON record: not valid JSON: Unterminated string" in reasons[broken[1]]
+
+
+def test_half_the_images_come_with_their_explanation_and_the_cli_draws_one(scoring, samples, tmp_path):
+    """--explain-fraction 0.5: a stable half of the records carry the model's own pixel
+    attributions (they add up to the score they explain); `model-store explain` draws one."""
+    rows = load_samples(samples["digits-tf"])["inputs"]
+    scoring.publish("explain-digits", "explain-image", "tensorflow", samples["digits-tf"] / "saved_model",
+                    flags=["--explain-fraction", "0.5"])
+    nudge_until_event(scoring, Event.AVAILABLE, "explain-image", 1, rows[:1], "explain-nudge")
+    ids = scoring.send_records("explain-image", rows * 4, prefix="explain")
+    results = {r.record_id: r for r in results_including(scoring, "explain-image", ids, timeout_s=120)}
+    assert set(ids) <= set(results)
+    explained = [results[i] for i in ids if "explanation.image_b64" in results[i].outputs]
+    assert 0.25 * len(ids) <= len(explained) <= 0.75 * len(ids), f"{len(explained)} of {len(ids)} explained"
+    for r in explained:
+        out = outputs_of(r)
+        assert out["explanation.image_b64"].shape == (32, 32) and out["explanation.label"] == out["label"]
+        assert out["explanation.image_b64"].sum() == pytest.approx(
+            out["explanation.score"] - out["explanation.baseline_score"], abs=0.02)
+    png = tmp_path / "explained.png"
+    done = subprocess.run([sys.executable, "-m", "model_store.cli", "--bootstrap-servers", scoring.bootstrap,
+                           "explain", "--record-id", explained[0].record_id, "--png", str(png),
+                           "--scores-topic", scoring.topics["scores"], "--data-topic", scoring.topics["data"]],
+                          cwd=paths.ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "image_b64: a 32x32 heatmap over the image" in done.stdout and png.stat().st_size > 10_000
 
 
 def test_a_bad_model_is_rejected_while_the_old_one_keeps_serving(scoring, samples, tmp_path):

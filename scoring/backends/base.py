@@ -59,6 +59,15 @@ class LoadedModel(ABC):
     def predict(self, batch: Sequence[dict[str, Any]]) -> list[Outputs]:
         """Score prepared records in one call; one outputs dict per record."""
 
+    def explains(self) -> bool:
+        """Whether the model carries an explanation of its predictions (`explain`)."""
+        return False
+
+    def explain(self, batch: Sequence[dict[str, Any]]) -> list[Outputs]:
+        """Explain prepared records in one call: per record, outputs named after the inputs
+        they attribute (e.g. a heatmap over an image input) and any others the model gives."""
+        raise NotImplementedError(f"{type(self).__name__} has no explanation")
+
     @abstractmethod
     def warm_up_inputs(self) -> list[dict[str, PyValue]]:
         """Inputs to score before the model is declared ready."""

@@ -26,6 +26,7 @@ from scoring.verification import Verification, from_json_file, with_tensors
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 DEFAULT_SIGNATURE = "serving_default"
+EXPLAIN_SIGNATURE = "explain"  # optional: the model's own explanation, on the same inputs
 WARMUP_FILE = Path("assets.extra") / "warmup_inputs.json"
 VERIFICATION_FILE = Path("assets.extra") / "verification.json"
 
@@ -65,9 +66,10 @@ def unpack(artifact: Path) -> Path:
 
 
 class TensorFlowModel(LoadedModel):
-    def __init__(self, loaded, signature, directory: Path, where: str) -> None:
+    def __init__(self, loaded, signature, directory: Path, where: str, explainer=None) -> None:
         self._loaded = loaded
         self._signature = signature
+        self._explainer = explainer
         self._directory = directory
         self._dtypes = {}
         self.input_fields = {}
@@ -79,14 +81,28 @@ class TensorFlowModel(LoadedModel):
             per_record = tuple(spec.shape.as_list()[1:]) if spec.shape.rank else ()
             self.input_fields[name] = InputField(name, kind, per_record)
             self._dtypes[name] = spec.dtype.as_numpy_dtype
+        if explainer is not None:
+            wanted = set(explainer.structured_input_signature[1])
+            if not wanted <= set(self.input_fields):
+                raise ModelLoadError(f"{where}: the '{EXPLAIN_SIGNATURE}' signature takes {sorted(wanted)}, "
+                                     f"the scoring signature only {sorted(self.input_fields)}")
 
     def predict(self, batch: Sequence[dict[str, Any]]) -> list[Outputs]:
+        return self._run(self._signature, batch)
+
+    def explains(self) -> bool:
+        return self._explainer is not None
+
+    def explain(self, batch: Sequence[dict[str, Any]]) -> list[Outputs]:
+        if self._explainer is None:
+            return super().explain(batch)
+        return self._run(self._explainer, batch)
+
+    def _run(self, signature, batch: Sequence[dict[str, Any]]) -> list[Outputs]:
         import tensorflow as tf
 
-        feed = {
-            name: tf.constant(self._column(name, batch)) for name in self.input_fields
-        }
-        outputs = {k: v.numpy() for k, v in self._signature(**feed).items()}
+        feed = {name: tf.constant(self._column(name, batch)) for name in signature.structured_input_signature[1]}
+        outputs = {k: v.numpy() for k, v in signature(**feed).items()}
         return [
             {name: _row_value(values[i]) for name, values in outputs.items()}
             for i in range(len(batch))
@@ -117,6 +133,7 @@ class TensorFlowModel(LoadedModel):
 
     def release(self) -> None:
         self._signature = None
+        self._explainer = None
         self._loaded = None
 
 
@@ -148,4 +165,4 @@ class TensorFlowBackend(ModelBackend):
                 f"{where} has no signature '{name}'; it has {sorted(signatures)}. "
                 "Set signature_name in the descriptor."
             )
-        return TensorFlowModel(loaded, signatures[name], directory, where)
+        return TensorFlowModel(loaded, signatures[name], directory, where, signatures.get(EXPLAIN_SIGNATURE))
