@@ -57,7 +57,8 @@ def markdown(report: dict) -> str:
                 out.append(f"| {label} | {_fmt(t[key])} | {t[key] / t['passthrough_rps']:.2f} | | |")
         out.append(f"| raw PMML (no Flink, batches of 256) | {_fmt(t['raw_pmml_rps'])} | | | |")
         out.append(f"| raw TF (no Flink, batches of 256) | {_fmt(t['raw_tf_rps'])} | | | |\n")
-    for key, title in (("swap", "Model swaps"), ("rollout", "Rollouts (PMML, a shadow scoring every record)"),
+    for key, title in (("formats", "Formats: ONNX, JSON records, explanations (digits-tf, integrated gradients)"),
+                       ("swap", "Model swaps"), ("rollout", "Rollouts (PMML, a shadow scoring every record)"),
                        ("many_models", "Many models")):
         if key in report:
             out += [f"## {title}\n", "| measure | value |", "|---|---:|"]

@@ -10,7 +10,7 @@ librdkafka (far faster than any job here), to a topic of the case's own. The rat
 results whose broker append times (LogAppendTime) fall between the 10th and 90th percentile
 of them all; how many fell before and after that window is reported with it.
 
-    python -m bench.run [--records 200000] [--only throughput,swap,many_models,batch_sweep]
+    python -m bench.run [--records 200000] [--only throughput,formats,swap,rollout,many_models,batch_sweep]
 """
 
 from __future__ import annotations
@@ -27,12 +27,14 @@ import sys
 import threading
 import time
 from contextlib import ExitStack
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from kafka import KafkaConsumer, TopicPartition
 
 from contract import scoring_pb2 as pb
+from contract.json_records import read_result, record_as_json
 from contract.values import make_record
 from infra import paths
 from infra.job_harness import ROLES, RunningJob, ScoringSetup
@@ -47,6 +49,9 @@ from samples.build import build_all
 from scoring.options import ScoringOptions
 
 RESULTS = paths.ROOT / "bench" / "results"
+# The models a case can publish, by kind: the CLI's type, the sample, its artifact.
+ARTIFACTS = {"tf": ("tensorflow", "wine-tf", "saved_model"), "onnx": ("onnx", "wine-onnx", "model.onnx"),
+             "digits": ("tensorflow", "digits-tf", "saved_model")}
 DATA_TYPES = 8  # records are spread over this many data types, so parallelism 2 has work for both
 Event = pb.ModelEvent
 
@@ -187,11 +192,29 @@ def peak_rss_mb(pgid: int) -> dict[str, float]:
 
 
 # ---- the bench context ------------------------------------------------------------------------
+@dataclass
+class Workload:
+    """What a case sends: sample rows spread over data types, as protobuf or JSON records."""
+
+    rows: list[dict]
+    data_types: list[str]
+    as_json: bool = False
+    _measured: list[bytes] = field(default_factory=list)
+
+    def measured(self, n: int) -> list[bytes]:
+        """n serialized records over the data types, ids `m-<i>` (built once, then sliced)."""
+        if len(self._measured) < n:
+            rows, types = itertools.cycle(self.rows), itertools.cycle(self.data_types)
+            records = (make_record(f"m-{i}", next(types), next(rows)) for i in range(n))
+            self._measured = [record_as_json(r) if self.as_json else r.SerializeToString() for r in records]
+        return self._measured[:n]
+
+
 class Bench:
     def __init__(self, stack: ExitStack, records: int) -> None:
         self.records = records
         self.workdir = paths.RUN / "bench" / time.strftime("%Y%m%d-%H%M%S")
-        self.samples = build_all(paths.RUN / "samples", ["wine-pmml", "wine-tf"])
+        self.samples = build_all(paths.RUN / "samples", ["wine-pmml", "wine-tf", "wine-onnx", "digits-tf"])
         self.rows = json.loads((self.samples["wine-pmml"] / "samples.json").read_text())["inputs"]
         self.broker = KafkaBroker(self.workdir / "kafka", port=free_port())
         self.broker.start()
@@ -203,15 +226,10 @@ class Bench:
         self.remote_port = 0  # the remote model server starts with the first case that needs it
         self.case_no = 0
         self.data_types = [f"wine-{k}" for k in range(DATA_TYPES)]
-        self._measured: list[bytes] = []
+        self.wine = Workload(self.rows, self.data_types)
 
     def measured(self, n: int) -> list[bytes]:
-        """n serialized records over the data types, ids `m-<i>` (built once, then sliced)."""
-        if len(self._measured) < n:
-            rows, types = itertools.cycle(self.rows), itertools.cycle(self.data_types)
-            self._measured = [make_record(f"m-{i}", next(types), next(rows)).SerializeToString()
-                              for i in range(n)]
-        return self._measured[:n]
+        return self.wine.measured(n)
 
     def packed_tf(self) -> Path:
         """The wine SavedModel as the job gets it: a .tar.gz."""
@@ -235,18 +253,18 @@ class Bench:
         return ScoringSetup(self.broker.bootstrap_servers, self.repo, self.store.base_url, workdir, topics)
 
     def warm_then_measure(self, setup: ScoringSetup, job: RunningJob, n: int, timeout_s: float,
-                          before_measure=None) -> float:
+                          before_measure=None, workload: Workload | None = None) -> float:
         """One record per data type until all are scored (models loaded and warm), then the n
         measured records as fast as librdkafka sends them; returns the producer's records/s.
         `before_measure(setup, job)` runs after the warm-up and returns the records it sent."""
-        produce_records(setup.bootstrap, setup.topics["data"], self.rows, len(self.data_types),
-                        self.data_types, prefix="warm")
-        warm = len(self.data_types)
+        w = workload or self.wine
+        produce_records(setup.bootstrap, setup.topics["data"], w.rows, len(w.data_types), w.data_types, prefix="warm")
+        warm = len(w.data_types)
         wait_for_results(setup, warm, job, timeout_s=600)
         if before_measure is not None:
             warm += before_measure(setup, job)
             wait_for_results(setup, warm, job, timeout_s=600)
-        producer_rps = produce_fast(setup.bootstrap, setup.topics["data"], self.measured(n))
+        producer_rps = produce_fast(setup.bootstrap, setup.topics["data"], w.measured(n))
         wait_for_results(setup, warm + n, job, timeout_s)
         return producer_rps
 
@@ -262,7 +280,7 @@ class Bench:
         wait_until(lambda: port_is_open(self.remote_port), 120, "remote model server",
                    alive=lambda: remote.poll() is None)
 
-    def publish(self, setup: ScoringSetup, kind: str, data_types: list[str]) -> None:
+    def publish(self, setup: ScoringSetup, kind: str, data_types: list[str], flags: list[str] | None = None) -> None:
         for data_type in data_types:
             name = f"{kind}-{data_type}"
             if kind == "remote":
@@ -273,13 +291,14 @@ class Bench:
                 d = pb.ModelDescriptor(name=name, data_type=data_type, model_type=99, version=1,
                                        inline_bytes=spec.read_bytes(), publish_time_ms=int(time.time() * 1000))
                 cli.announce(setup.bootstrap, setup.topics["models"], [d])
-            elif kind == "tf":
-                setup.publish(name, data_type, "tensorflow", self.samples["wine-tf"] / "saved_model")
+            elif kind in ARTIFACTS:
+                cli_type, sample, artifact = ARTIFACTS[kind]
+                setup.publish(name, data_type, cli_type, self.samples[sample] / artifact, flags=flags or [])
             else:
                 setup.publish(name, data_type, "pmml", self.samples["wine-pmml"] / "model.pmml")
 
     def run_job(self, setup: ScoringSetup, n: int, timeout_s: float, module: str = "jobs.scoring_job",
-                before_measure=None, **job_args) -> dict:
+                before_measure=None, workload: Workload | None = None, **job_args) -> dict:
         """A job (the scoring job, or the bare baseline) warmed up, then measured: its steady
         rate over the n records, with the model events it reported."""
         env = {**os.environ, "SCORING_EXTRA_BACKENDS": "99=bench.remote_model:RemoteHttpBackend"}
@@ -287,23 +306,25 @@ class Bench:
         job_args = {"batch_size": defaults.batch_size, "batch_max_wait_ms": defaults.batch_max_wait_ms, **job_args}
         args = setup.job_args(delivery="at-least-once", max_held_records=10**7, **job_args)
         with RunningJob(args, setup.workdir / "job.log", env=env, module=module) as job:
-            producer_rps = self.warm_then_measure(setup, job, n, timeout_s, before_measure)
+            producer_rps = self.warm_then_measure(setup, job, n, timeout_s, before_measure, workload)
             rss = peak_rss_mb(job.proc.pid)
-        parse = pb.DataRecord.FromString if module == "bench.bare_job" else pb.ScoringResult.FromString
+        parse = pb.DataRecord.FromString if module == "bench.bare_job" else read_result
         events = read_all(setup.bootstrap, setup.topics["model-events"], pb.ModelEvent.FromString)
         return {**steady(result_times(setup.bootstrap, setup.topics["scores"], parse)), "records": n,
                 "producer_rps": producer_rps, "rss_mb": rss, "events": events}
 
 
 # ---- cases ---------------------------------------------------------------------------------------
-def raw_library(bench: Bench, n: int = 100_000, batch: int = 256) -> dict[str, float]:
+def raw_library(bench: Bench, kinds: tuple[str, ...] = ("pmml", "tf"), n: int = 100_000,
+                batch: int = 256) -> dict[str, float]:
     """The same models in-process, in batches, with no Flink: the library limit."""
     from scoring.backends.registry import backend_for
 
     out = {}
-    packed = bench.packed_tf()
-    for key, model_type, artifact in [("raw_pmml_rps", pb.PMML, bench.samples["wine-pmml"] / "model.pmml"),
-                                      ("raw_tf_rps", pb.TENSORFLOW_SAVED_MODEL, packed)]:
+    models = {"pmml": (pb.PMML, bench.samples["wine-pmml"] / "model.pmml"),
+              "tf": (pb.TENSORFLOW_SAVED_MODEL, bench.packed_tf()),
+              "onnx": (pb.ONNX, bench.samples["wine-onnx"] / "model.onnx")}
+    for key, (model_type, artifact) in ((f"raw_{k}_rps", models[k]) for k in kinds):
         model = backend_for(model_type).load(artifact)
         rows = list(itertools.islice(itertools.cycle(bench.rows), batch))
         warm_until = time.monotonic() + 10  # pmml4s's JVM JIT takes ~50k records to settle
@@ -319,15 +340,17 @@ def raw_library(bench: Bench, n: int = 100_000, batch: int = 256) -> dict[str, f
     return out
 
 
-def throughput_case(bench: Bench, kind: str, parallelism: int, n: int) -> dict:
+def throughput_case(bench: Bench, kind: str, parallelism: int, n: int, workload: Workload | None = None,
+                    flags: list[str] | None = None, label: str = "") -> dict:
     """The job with its default batch size and wait, as users run it (the sweep varies them);
     `bare` is the bare-PyFlink baseline: the same topology with identity functions."""
     setup = bench.setup()
-    bench.publish(setup, "pmml" if kind in ("passthrough", "bare") else kind, bench.data_types)
+    w = workload or bench.wine
+    bench.publish(setup, "pmml" if kind in ("passthrough", "bare") else kind, w.data_types, flags)
     found = bench.run_job(setup, n, timeout_s=900, parallelism=parallelism,
                           module="bench.bare_job" if kind == "bare" else "jobs.scoring_job",
-                          passthrough=str(kind == "passthrough").lower())
-    log(f"{kind} p={parallelism}: {found['results']:,} of {n:,} results, {found['rps']:,.0f} records/s steady "
+                          passthrough=str(kind == "passthrough").lower(), workload=w)
+    log(f"{label or kind} p={parallelism}: {found['results']:,} of {n:,} results, {found['rps']:,.0f} records/s steady "
         f"({found['before_window']:,} before and {found['after_window']:,} after the window; "
         f"producer {found['producer_rps']:,.0f}/s)")
     return {k: v for k, v in found.items() if k != "events"} | {"parallelism": parallelism}
@@ -394,6 +417,29 @@ def rollout_case(bench: Bench, n: int) -> dict:
             f"({found['before_window']:,} before and {found['after_window']:,} after the window)")
     return {"pmml_alone_rps": rates["alone"], "pmml_with_shadow_rps": rates["shadow"],
             "shadow_ratio": rates["shadow"] / rates["alone"], **decision}
+
+
+def formats_case(bench: Bench, n: int) -> dict:
+    """ONNX against raw onnxruntime; JSON records against protobuf ones on pass-through (the
+    pipeline's own cost); explanations for 0%, 1% and 100% of image records (digits-tf,
+    integrated gradients, 64 steps). Side by side in one run."""
+    out = raw_library(bench, ("onnx",))
+    out["onnx_rps"] = throughput_case(bench, "onnx", 1, n)["rps"]
+    out["onnx_job_over_raw"] = out["onnx_rps"] / out["raw_onnx_rps"]
+    out["passthrough_protobuf_rps"] = throughput_case(bench, "passthrough", 1, n, label="passthrough protobuf")["rps"]
+    as_json = Workload(bench.rows, bench.data_types, as_json=True)
+    out["passthrough_json_rps"] = throughput_case(bench, "passthrough", 1, n, as_json, label="passthrough json")["rps"]
+    out["json_over_protobuf"] = out["passthrough_json_rps"] / out["passthrough_protobuf_rps"]
+    images = Workload(json.loads((bench.samples["digits-tf"] / "samples.json").read_text())["inputs"],
+                      [f"image-{k}" for k in range(4)])
+    n_images = max(n // 20, 1000)
+    for fraction in (0.0, 0.01, 1.0):
+        out[f"explain_{fraction:g}_rps"] = throughput_case(
+            bench, "digits", 1, n_images, images, ["--explain-fraction", str(fraction)],
+            label=f"digits, explaining {fraction:.0%}")["rps"]
+    for fraction in (0.01, 1.0):
+        out[f"explain_{fraction:g}_over_none"] = out[f"explain_{fraction:g}_rps"] / out["explain_0_rps"]
+    return out
 
 
 def plain_consumer_case(bench: Bench, kind: str, n: int) -> dict:
@@ -599,7 +645,9 @@ def machine() -> dict:
             "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)}
 
 
-def write_report(report: dict) -> None:
+def write_report(report: dict, name: str = "") -> None:
+    """latest.{json,md,png} and a dated copy of the JSON; or, for a partial run given a
+    `name`, <date>-<name>.{json,md}, leaving the full run's files alone."""
     from bench.report import chart, markdown
 
     report["machine"]["load_avg_1m"] = {"median": float(np.median(LOAD_SAMPLES or [0])),
@@ -607,8 +655,12 @@ def write_report(report: dict) -> None:
 
     RESULTS.mkdir(parents=True, exist_ok=True)
     text = json.dumps(report, indent=1, default=float)
+    dated = RESULTS / f"{dt.date.today().isoformat()}{'-' + name if name else ''}"
+    dated.with_suffix(".json").write_text(text)
+    if name:
+        dated.with_suffix(".md").write_text(markdown(report))
+        return
     (RESULTS / "latest.json").write_text(text)
-    (RESULTS / f"{dt.date.today().isoformat()}.json").write_text(text)
     (RESULTS / "latest.md").write_text(markdown(report))
     chart(report, RESULTS / "latest.png")
 
@@ -622,8 +674,10 @@ def main(argv: list[str] | None = None) -> int:
     stop_on_sigterm()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--records", type=int, default=200_000)
-    p.add_argument("--only", default="throughput,swap,rollout,many_models,batch_sweep")
+    p.add_argument("--only", default="throughput,formats,swap,rollout,many_models,batch_sweep")
     p.add_argument("--models", type=int, default=1000)
+    p.add_argument("--name", default="", help="a partial run: write bench/results/<date>-<name>.{json,md}, "
+                                              "not latest.*")
     args = p.parse_args(argv)
     only = set(args.only.split(","))
     report: dict = {"machine": machine(), "git_commit": git_commit(), "date": dt.datetime.now().isoformat(),
@@ -643,20 +697,23 @@ def main(argv: list[str] | None = None) -> int:
             t["remote_http_rps"] = throughput_case(bench, "remote", 1, max(args.records // 50, 1000))["rps"]
             for kind in ("passthrough", "pmml", "tf"):
                 t[f"{kind}_p2_rps"] = throughput_case(bench, kind, 2, args.records)["rps"]
-            write_report(report)  # after each section, so a cut-short run still reports
+            write_report(report, args.name)  # after each section, so a cut-short run still reports
+        if "formats" in only:
+            report["formats"] = formats_case(bench, args.records)
+            write_report(report, args.name)
         if "swap" in only:
             report["swap"] = swap_case(bench)
-            write_report(report)
+            write_report(report, args.name)
         if "rollout" in only:
             report["rollout"] = rollout_case(bench, args.records)
-            write_report(report)
+            write_report(report, args.name)
         if "many_models" in only:
             report["many_models"] = many_models(bench, args.models, max(args.records // 4, 1000))
-            write_report(report)
+            write_report(report, args.name)
         if "batch_sweep" in only:
             report["batch_sweep"] = batch_sweep(bench, max(args.records // 8, 1000))
     report["duration_s"] = time.monotonic() - started
-    write_report(report)
+    write_report(report, args.name)
     return 0
 
 
