@@ -324,13 +324,20 @@ def test_flink_run_on_the_standalone_cluster_with_parallelism_2(kafka, store, sa
     job_id = flink_cluster.submit_scoring_job(args)
     try:
         setup.publish("cluster-wine", "cluster-a", "pmml", samples["wine-pmml"] / "model.pmml")
-        setup.publish("cluster-digits", "cluster-b", "tensorflow", samples["digits-tf"] / "saved_model")
+        setup.publish("cluster-digits", "cluster-b", "tensorflow", samples["digits-tf"] / "saved_model",
+                      flags=["--explain-fraction", "1"])
+        setup.publish("cluster-onnx", "cluster-c", "onnx", samples["wine-onnx"] / "model.onnx")
         ids = setup.send_records("cluster-a", load_samples(samples["wine-pmml"])["inputs"], prefix="a")
         ids += setup.send_records("cluster-b", load_samples(samples["digits-tf"])["inputs"], prefix="b")
-        results = setup.scores(expected=len(ids), timeout_s=180)
-        assert sorted(r.record_id for r in results) == sorted(ids)
-        assert {(r.data_type, r.model_name) for r in results} == {
-            ("cluster-a", "cluster-wine"), ("cluster-b", "cluster-digits")}
+        json_ids = setup.send_records("cluster-c", load_samples(samples["wine-onnx"])["inputs"], prefix="c",
+                                      as_json=True)
+        values = consume(setup.bootstrap, setup.topics["scores"], len(ids) + len(json_ids), timeout_s=180)
+        results = {read_result(v).record_id: (v, read_result(v)) for v in values}
+        assert sorted(results) == sorted(ids + json_ids)
+        assert {(r.data_type, r.model_name) for _, r in results.values()} == {
+            ("cluster-a", "cluster-wine"), ("cluster-b", "cluster-digits"), ("cluster-c", "cluster-onnx")}
+        assert all("explanation.image_b64" in r.outputs for _, r in results.values() if r.data_type == "cluster-b")
+        assert all(results[i][0][:1] == b"{" for i in json_ids) and all(results[i][0][:1] != b"{" for i in ids)
         assert flink_cluster.rest(f"/jobs/{job_id}")["state"] == "RUNNING"
     finally:
         flink_cluster.cancel_job(job_id)
