@@ -58,7 +58,7 @@ def markdown(report: dict) -> str:
         out.append(f"| raw PMML (no Flink, batches of 256) | {_fmt(t['raw_pmml_rps'])} | | | |")
         out.append(f"| raw TF (no Flink, batches of 256) | {_fmt(t['raw_tf_rps'])} | | | |\n")
     for key, title in (("formats", "Formats: ONNX, JSON records, explanations (digits-tf, integrated gradients)"),
-                       ("swap", "Model swaps"), ("rollout", "Rollouts (PMML, a shadow scoring every record)"),
+                       ("bundles", "PyFlink bundle size (records/s)"), ("swap", "Model swaps"), ("rollout", "Rollouts (PMML, a shadow scoring every record)"),
                        ("many_models", "Many models")):
         if key in report:
             out += [f"## {title}\n", "| measure | value |", "|---|---:|"]

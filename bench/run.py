@@ -341,7 +341,7 @@ def raw_library(bench: Bench, kinds: tuple[str, ...] = ("pmml", "tf"), n: int = 
 
 
 def throughput_case(bench: Bench, kind: str, parallelism: int, n: int, workload: Workload | None = None,
-                    flags: list[str] | None = None, label: str = "") -> dict:
+                    flags: list[str] | None = None, label: str = "", **job_args) -> dict:
     """The job with its default batch size and wait, as users run it (the sweep varies them);
     `bare` is the bare-PyFlink baseline: the same topology with identity functions."""
     setup = bench.setup()
@@ -349,7 +349,7 @@ def throughput_case(bench: Bench, kind: str, parallelism: int, n: int, workload:
     bench.publish(setup, "pmml" if kind in ("passthrough", "bare") else kind, w.data_types, flags)
     found = bench.run_job(setup, n, timeout_s=900, parallelism=parallelism,
                           module="bench.bare_job" if kind == "bare" else "jobs.scoring_job",
-                          passthrough=str(kind == "passthrough").lower(), workload=w)
+                          passthrough=str(kind == "passthrough").lower(), workload=w, **job_args)
     log(f"{label or kind} p={parallelism}: {found['results']:,} of {n:,} results, {found['rps']:,.0f} records/s steady "
         f"({found['before_window']:,} before and {found['after_window']:,} after the window; "
         f"producer {found['producer_rps']:,.0f}/s)")
@@ -439,6 +439,18 @@ def formats_case(bench: Bench, n: int) -> dict:
             label=f"digits, explaining {fraction:.0%}")["rps"]
     for fraction in (0.01, 1.0):
         out[f"explain_{fraction:g}_over_none"] = out[f"explain_{fraction:g}_rps"] / out["explain_0_rps"]
+    return out
+
+
+def bundles_case(bench: Bench, n: int) -> dict:
+    """PyFlink's bundle size (records between two waits of the JVM for the Python worker) at
+    Flink's default and 20x it, for pass-through and PMML, back to back."""
+    out = {}
+    for kind in ("passthrough", "pmml"):
+        for size in (1000, 20_000):
+            out[f"{kind}_bundle_{size}_rps"] = throughput_case(
+                bench, kind, 1, n, label=f"{kind} bundle.size {size}", bundle_size=size)["rps"]
+        out[f"{kind}_bundle_ratio"] = out[f"{kind}_bundle_20000_rps"] / out[f"{kind}_bundle_1000_rps"]
     return out
 
 
@@ -700,6 +712,9 @@ def main(argv: list[str] | None = None) -> int:
             write_report(report, args.name)  # after each section, so a cut-short run still reports
         if "formats" in only:
             report["formats"] = formats_case(bench, args.records)
+            write_report(report, args.name)
+        if "bundles" in only:  # not in the default run: `--only bundles`
+            report["bundles"] = bundles_case(bench, args.records)
             write_report(report, args.name)
         if "swap" in only:
             report["swap"] = swap_case(bench)

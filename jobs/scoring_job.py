@@ -87,6 +87,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     flag("--stats-interval-ms", type=int, default=defaults.stats_interval_ms)
     flag("--bundle-time-ms", type=int, default=100,
          help="PyFlink bundle time: bounds how long results wait in the Python worker")
+    flag("--bundle-size", type=int, default=1000,
+         help="PyFlink bundle size (Flink's default): at each bundle end the JVM waits for the Python "
+              "worker, whose state cache is written back")
     flag("--checkpoint-dir", default="", help="where checkpoints go (default: the cluster's config)")
     flag("--restore-from", default="", help="a checkpoint or savepoint path to start from")
     flag("--job-name", default="model scoring")
@@ -164,7 +167,8 @@ def check_models_topic_or_exit(args: argparse.Namespace) -> None:
 
 def environment(args: argparse.Namespace):
     """The execution environment the job's flags ask for."""
-    extra = {"python.fn-execution.bundle.time": str(args.bundle_time_ms)}
+    extra = {"python.fn-execution.bundle.time": str(args.bundle_time_ms),
+             "python.fn-execution.bundle.size": str(args.bundle_size)}
     if args.checkpoint_dir:
         extra["execution.checkpointing.dir"] = args.checkpoint_dir
         extra["execution.checkpointing.externalized-checkpoint-retention"] = "RETAIN_ON_CANCELLATION"
