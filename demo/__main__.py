@@ -1,9 +1,10 @@
 """`make demo`: the scoring job end to end on this machine, then everything stopped again.
 
-Starts Kafka, the model store and a Flink standalone cluster; submits the scoring job
-with `flink run`; publishes the wine PMML model as version 1 and streams wine records;
-publishes the TensorFlow wine model as version 2 mid-stream; rolls back to version 1;
-prints a summary; shuts everything down.
+Starts Kafka, the model store and a Flink standalone cluster; makes a signing key and
+submits the scoring job with `flink run`, trusting only that key; publishes the wine PMML
+model (signed) as version 1 and streams wine records; publishes the TensorFlow wine model
+(signed) as version 2 mid-stream; publishes version 3 unsigned, which the job refuses;
+rolls back to version 1; prints a summary; shuts everything down.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import threading
 import time
 from contextlib import ExitStack
 
+from contract import scoring_pb2 as pb
 from contract.topics import TopicNames
 from demo.stack import (
     PHASE_S,
@@ -23,6 +25,7 @@ from demo.stack import (
     start,
     stream_records,
     summary,
+    wait_for,
     wait_until_done,
 )
 from infra import paths
@@ -49,6 +52,10 @@ def run() -> bool:
         time.sleep(PHASE_S)
         s.model_store("publish", *wine, "--type", "tensorflow", "--path", str(models["wine-tf"] / "saved_model"))
         time.sleep(PHASE_S * 1.5)
+        say("publishing a model without the signing key: the job must refuse it and serve on")
+        s.model_store("publish", *wine, "--type", "pmml", "--path", str(models["wine-pmml"] / "model.pmml"),
+                      signed=False)
+        wait_for(s.watcher, pb.ModelEvent.REJECTED, "wine", 3, "is not signed")
         s.model_store("rollback", "--name", "wine", "--version", "1")
         time.sleep(PHASE_S)
         stop.set()

@@ -139,11 +139,13 @@ class Stack:
     store_url: str
     topics: TopicNames
     watcher: Watcher
+    signing_key: Path
 
-    def model_store(self, command: str, *args: str) -> None:
-        """A `model-store` command, as a user types it."""
+    def model_store(self, command: str, *args: str, signed: bool = True) -> None:
+        """A `model-store` command, as a user types it; a publish is signed unless told not to."""
+        sign = ["--signing-key", str(self.signing_key)] if command == "publish" and signed else []
         code = cli.main(["--store-root", str(self.repo.root), "--bootstrap-servers", self.bootstrap, command,
-                         *args, "--topic", self.topics.models, "--base-url", self.store_url])
+                         *args, *sign, "--topic", self.topics.models, "--base-url", self.store_url])
         if code != 0:
             raise RuntimeError(f"model-store {command} {' '.join(args)} failed ({code})")
 
@@ -164,17 +166,21 @@ def start(stack: ExitStack, run_dir: Path, topics: TopicNames, extra_topics: dic
     store = stack.enter_context(ModelStoreServer(repo.root))
     say(f"model store serving {repo.root} at {store.base_url}")
 
+    keys = run_dir / "keys"
+    cli.main(["keygen", "--out", str(keys)])  # the job runs only models this key signed
+
     say("starting the Flink cluster ...")
     if flink_cluster.start():
         stack.callback(lambda: (flink_cluster.stop(), say("Flink cluster stopped")))
-    job_id = submit_job(bootstrap, store.base_url, topics, run_dir, *job_args)
+    job_id = submit_job(bootstrap, store.base_url, topics, run_dir, "--trusted-keys", str(keys / "public.pem"),
+                        *job_args)
     stack.callback(lambda: flink_cluster.cancel_job(job_id))
     say(f"scoring job submitted: {job_id} (web UI http://127.0.0.1:{flink_cluster.REST_PORT})")
 
     watcher = Watcher(bootstrap, topics)
     watcher.start()
     stack.callback(watcher.stop.set)
-    return Stack(bootstrap, repo, store.base_url, topics, watcher)
+    return Stack(bootstrap, repo, store.base_url, topics, watcher, keys / "private.pem")
 
 
 def wait_until_done(watcher: Watcher, sent: list[str]) -> None:

@@ -35,6 +35,7 @@ from pyflink.datastream.state import (
 )
 
 from contract import scoring_pb2 as pb
+from contract import signing
 from contract.json_records import JsonRecordError, decode_record
 from contract.rollout import describe_policy
 from contract.values import inputs_of
@@ -56,7 +57,7 @@ from scoring.lifecycle import (
     take_up,
     unservable_reason,
 )
-from scoring.loader import DescriptorError, Servable, load_servable, parse_descriptor
+from scoring.loader import DescriptorError, Servable, check_signed, load_servable, parse_descriptor
 from scoring.manager import READY, ModelManager
 from scoring.options import ScoringOptions
 from scoring.policy import accept
@@ -107,13 +108,25 @@ class ParseRecords(ProcessFunction):
 
 
 class ParseDescriptors(ProcessFunction):
-    """Keeps valid ModelDescriptors; reports the others as REJECTED model events."""
+    """Keeps valid ModelDescriptors (signed by a trusted key, if the job has any); reports the
+    others as REJECTED model events."""
+
+    def __init__(self, trusted_keys: tuple[str, ...] = ()) -> None:
+        self.trusted_keys = trusted_keys
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        self.trusted = signing.load_trusted_keys(self.trusted_keys)
 
     def process_element(self, value: bytes, ctx):
         try:
-            parse_descriptor(value)
+            d = parse_descriptor(value)
         except DescriptorError as err:
             yield MODEL_EVENTS, messages.model_event(Event.REJECTED, "", reason=str(err))
+            return
+        try:
+            check_signed(d, self.trusted)
+        except DescriptorError as err:
+            yield MODEL_EVENTS, messages.model_event(Event.REJECTED, d.data_type, d.name, d.version, str(err))
             return
         yield value
 
@@ -148,7 +161,10 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
             Path(o.model_cache_dir),
             FetchPolicy.parse(o.store_allow_list, max_bytes=o.max_artifact_bytes),
         )
-        self.manager = ModelManager(partial(load_servable, fetcher=fetcher), o.model_cache_size, o.load_retry_s)
+        trusted = signing.load_trusted_keys(o.trusted_keys)  # checked again at load: keys change across restarts
+        allowed = {data_type: frozenset(ops) for data_type, ops in o.allowed_model_ops}
+        load = partial(load_servable, fetcher=fetcher, trusted=trusted, allowed_ops=allowed)
+        self.manager = ModelManager(load, o.model_cache_size, o.load_retry_s)
         self.accepted: dict[str, pb.ModelDescriptor] | None = None  # mirror of broadcast state
         self.keys: dict[str, KeyState] = {}
         self.stats: dict[tuple[str, int], ModelStats] = {}

@@ -81,6 +81,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     flag("--load-retry-s", type=float, default=defaults.load_retry_s,
          help="a model that failed to load is tried again after this long while a data type still needs it")
     flag("--max-record-bytes", type=int, default=defaults.max_record_bytes)
+    flag("--trusted-keys", default="",
+         help="comma-separated Ed25519 public keys (PEM files, or directories of them): only models "
+              "signed by one of them are loaded. Default: none, and any model is loaded")
+    flag("--allow-model-ops", default="",
+         help="file-system or process ops a data type's SavedModels may use, refused otherwise: "
+              "'text=InitializeTableFromTextFileV2,images=ReadFile+WriteFile'")
     flag("--record-format", choices=RECORD_FORMATS, default=defaults.record_format,
          help="records as protobuf DataRecords or JSON; auto: JSON when a record starts with '{'. "
               "A result is written in its record's format")
@@ -100,6 +106,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def allowed_ops(flag: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """'text=A+B,images=C' -> (("text", ("A", "B")), ("images", ("C",)))."""
+    entries = []
+    for item in filter(None, flag.split(",")):
+        data_type, _, ops = item.partition("=")
+        if not data_type or not ops:
+            raise SystemExit(f"error: --allow-model-ops entry {item!r} is not DATA_TYPE=OP[+OP...]")
+        entries.append((data_type, tuple(ops.split("+"))))
+    return tuple(entries)
+
+
 def options_from(args: argparse.Namespace) -> ScoringOptions:
     return ScoringOptions(
         batch_size=args.batch_size,
@@ -114,6 +131,8 @@ def options_from(args: argparse.Namespace) -> ScoringOptions:
         stats_interval_ms=args.stats_interval_ms,
         max_record_bytes=args.max_record_bytes,
         record_format=args.record_format,
+        trusted_keys=tuple(k for k in args.trusted_keys.split(",") if k),
+        allowed_model_ops=allowed_ops(args.allow_model_ops),
         send_pairs=bool(args.pairs_topic),
         passthrough=args.passthrough,
     )
@@ -138,7 +157,7 @@ def build(env, args: argparse.Namespace, parse_records=None, score=None) -> None
     models = (env.from_source(
                   bytes_source(args.bootstrap_servers, args.models_topic, args.group_id + "-models", "earliest"),
                   WatermarkStrategy.no_watermarks(), f"kafka: {args.models_topic}")
-              .process(ParseDescriptors(), output_type=BYTES)
+              .process(ParseDescriptors(options_from(args).trusted_keys), output_type=BYTES)
               .name("parse model descriptors"))
     scored = (records.key_by(lambda r: r[0], key_type=Types.STRING())
               .connect(models.broadcast(ACCEPTED_MODELS))

@@ -30,6 +30,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from contract import scoring_pb2 as pb
+from contract import signing
 from contract.json_records import record_as_json
 from contract.model_types import BY_NAME
 from contract.rollout import describe_policy, policy_problem
@@ -54,6 +55,9 @@ def descriptor_for(repo: ModelRepository, stored: StoredModel, base_url: str,
         size_bytes=stored.size_bytes, publish_time_ms=int(time.time() * 1000), action=action,
         signature_name=signature_name, rollout=rollout, explain_fraction=explain_fraction,
     )
+    signed = repo.signature(stored)
+    if signed is not None:
+        d.signing_key_id, d.signature = signed
     if stored.size_bytes <= inline_max_bytes:
         d.inline_bytes = repo.artifact_path(stored).read_bytes()
     else:
@@ -111,10 +115,14 @@ def cmd_publish(args, repo: ModelRepository) -> int:
     stored = repo.publish(args.name, args.path, BY_NAME[args.type], args.data_type, args.description)
     d = descriptor_for(repo, stored, args.base_url, args.inline_max_bytes,
                        signature_name=args.signature_name, rollout=policy, explain_fraction=args.explain_fraction)
+    if args.signing_key:
+        signing.sign(d, signing.load_private_key(args.signing_key))
+        repo.save_signature(stored, d)
     upload_if_remote(repo, stored, d)
     announce(args.bootstrap_servers, args.topic, [d])
     warn_unless_compacted(args.bootstrap_servers, args.topic)
     how = "inline" if d.WhichOneof("artifact") == "inline_bytes" else d.location
+    how += f", signed by key {d.signing_key_id[:16]}..." if d.signature else ""
     print(f"published {stored.name} v{stored.version} ({stored.model_type}, {stored.size_bytes} bytes, "
           f"for data type '{stored.data_type}') -> {args.topic} [{how}]")
     if policy.mode != pb.RolloutPolicy.IMMEDIATE:
@@ -192,6 +200,13 @@ def cmd_tail(args, repo: ModelRepository) -> int:
                      args.json, args.max)
 
 
+def cmd_keygen(args, repo: ModelRepository) -> int:
+    key = signing.new_key_pair(args.out)
+    print(f"key {key}: {args.out / 'private.pem'} signs (publish --signing-key; keep it secret), "
+          f"{args.out / 'public.pem'} verifies (the job's --trusted-keys)")
+    return 0
+
+
 def cmd_explain(args, repo: ModelRepository) -> int:
     return explain.explain(args.bootstrap_servers, args.scores_topic, args.data_topic, args.record_id, args.png,
                            args.timeout)
@@ -228,6 +243,9 @@ def parser() -> argparse.ArgumentParser:
     pub.add_argument("--type", choices=sorted(BY_NAME), required=True)
     pub.add_argument("--path", type=Path, required=True, help="a PMML file, a SavedModel directory (or its .tar.gz), or an ONNX file")
     pub.add_argument("--description", default="")
+    pub.add_argument("--signing-key", type=Path, default=os.environ.get("MODEL_SIGNING_KEY"),
+                     help="an Ed25519 private key (PEM, `model-store keygen`) to sign the model with "
+                          "[$MODEL_SIGNING_KEY]")
     pub.add_argument("--explain-fraction", type=float, default=0.0, metavar="F",
                      help="the share of records (0-1) whose results carry the model's explanation "
                           "(a SavedModel's 'explain' signature); default none")
@@ -270,6 +288,9 @@ def parser() -> argparse.ArgumentParser:
     tl.add_argument("--max", type=int, default=0, help="stop after this many (default: until Ctrl-C)")
     tl.add_argument("--topic", default="", help="the topic (default: the job's, $TOPIC_SCORES, ...)")
 
+    kg = sub.add_parser("keygen", help="make an Ed25519 key pair to sign models with")
+    kg.add_argument("--out", type=Path, required=True, help="a directory for private.pem and public.pem")
+
     ex = sub.add_parser("explain", help="draw a record's explanation over its input (PNG)")
     ex.add_argument("--record-id", required=True)
     ex.add_argument("--png", type=Path, required=True, help="where to write the picture")
@@ -308,7 +329,7 @@ def rollout_flags(sp) -> None:
 
 COMMANDS = {"publish": cmd_publish, "list": cmd_list, "rollback": cmd_rollback, "send": cmd_send,
             "status": cmd_status, "tail": cmd_tail, "promote": cmd_promote, "abort": cmd_abort,
-            "explain": cmd_explain}
+            "explain": cmd_explain, "keygen": cmd_keygen}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,11 +6,14 @@ any. Only a model that passed all of them is READY to be swapped in.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from google.protobuf.message import DecodeError
 
 from contract import scoring_pb2 as pb
+from contract import signing
 from contract.rollout import policy_problem
 from model_store.fetcher import ArtifactFetcher, FetchError
 from scoring.backends.base import LoadedModel
@@ -77,14 +80,40 @@ def check_descriptor(d: pb.ModelDescriptor) -> None:
         raise DescriptorError(f"{label} is invalid: {'; '.join(problems)}")
 
 
-def load_servable(descriptor: pb.ModelDescriptor, fetcher: ArtifactFetcher) -> Servable:
-    """Fetch, load and warm up. Raises a ModelLoadError subclass on any failure."""
+def check_signed(d: pb.ModelDescriptor, trusted: dict[str, Ed25519PublicKey] | None) -> None:
+    """With trusted keys, a model runs only if one of them signed exactly it."""
+    if trusted:
+        try:
+            signing.verify(d, trusted)
+        except signing.SignatureError as err:
+            raise DescriptorError(str(err)) from err
+
+
+def refuse_unsafe(d: pb.ModelDescriptor, found: list[str]) -> None:
+    if found:
+        ops = sorted({f.split(" (")[0] for f in found})
+        raise ModelLoadError(
+            f"model {d.name} v{d.version} was refused before loading: it uses {'; '.join(found[:3])}"
+            f"{f' and {len(found) - 3} more' if len(found) > 3 else ''}, which can reach the file system or "
+            f"start processes. To run it anyway: --allow-model-ops {d.data_type}={'+'.join(ops)}")
+
+
+def load_servable(descriptor: pb.ModelDescriptor, fetcher: ArtifactFetcher,
+                  trusted: dict[str, Ed25519PublicKey] | None = None,
+                  allowed_ops: Mapping[str, frozenset[str]] | None = None) -> Servable:
+    """Check the signature (if keys are `trusted`), fetch, refuse file-system and process ops
+    (but for the data type's `allowed_ops`), load and warm up. Raises a ModelLoadError
+    subclass on any failure."""
+    check_signed(descriptor, trusted)
     try:
         fetched = fetcher.fetch(descriptor)
     except FetchError as err:
         raise ArtifactFetchError(str(err)) from err
     started = time.monotonic()
-    model = backend_for(descriptor.model_type).load(fetched.path, descriptor.signature_name)
+    backend = backend_for(descriptor.model_type)
+    refuse_unsafe(descriptor, backend.unsafe_ops(fetched.path, (allowed_ops or {}).get(descriptor.data_type,
+                                                                                       frozenset())))
+    model = backend.load(fetched.path, descriptor.signature_name)
     loaded = time.monotonic()
     try:
         warm_up(model)

@@ -88,6 +88,11 @@ class ModelBackend(ABC):
     def load(self, artifact: Path, signature_name: str = "") -> LoadedModel:
         """Load a local artifact; raise ModelLoadError with a clear reason if it cannot."""
 
+    def unsafe_ops(self, artifact: Path, allowed: frozenset[str]) -> list[str]:
+        """What in the artifact could reach the file system or start a process, but for
+        `allowed`; checked before `load`, so none of it runs."""
+        return []
+
 
 def check_input(field: InputField, value: PyValue) -> Any:
     where = f"input '{field.name}'"

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from model_store.fetcher import partial_path
+from scoring.backends import graph_check
 from scoring.backends.base import InputField, Kind, LoadedModel, ModelBackend, Outputs
 from scoring.errors import ModelLoadError
 from scoring.verification import Verification, from_json_file, with_tensors
@@ -149,6 +150,10 @@ def _row_value(value):
 
 
 class TensorFlowBackend(ModelBackend):
+    def unsafe_ops(self, artifact: Path, allowed: frozenset[str]) -> list[str]:
+        return [f.describe() for f in graph_check.unsafe_ops((unpack(artifact) / "saved_model.pb").read_bytes(),
+                                                             allowed)]
+
     def load(self, artifact: Path, signature_name: str = "") -> LoadedModel:
         import tensorflow as tf
 

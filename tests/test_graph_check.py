@@ -1,0 +1,108 @@
+"""SavedModels that can reach the file system or start processes are refused before they load."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from contract import scoring_pb2 as pb
+from model_store.fetcher import ArtifactFetcher, FetchPolicy
+from model_store.repository import pack_saved_model
+from scoring.backends import graph_check
+from scoring.backends.tensorflow import TensorFlowBackend
+from scoring.errors import ModelLoadError
+from scoring.loader import load_servable
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def saved_model(tmp_path, serve, name: str = "model") -> pb.ModelDescriptor:
+    import tensorflow as tf
+
+    holder = tf.Module()
+    holder.serve = serve
+    directory = tmp_path / name
+    tf.saved_model.save(holder, str(directory), signatures={"serving_default": serve})
+    packed = tmp_path / f"{name}.tar.gz"
+    pack_saved_model(directory, packed)
+    return pb.ModelDescriptor(name=name, version=1, data_type="sneaky", model_type=pb.TENSORFLOW_SAVED_MODEL,
+                              inline_bytes=packed.read_bytes())
+
+
+def load(d: pb.ModelDescriptor, tmp_path, allowed=None):
+    return load_servable(d, ArtifactFetcher(tmp_path / "cache", FetchPolicy.parse([])), allowed_ops=allowed)
+
+
+def spec():
+    import tensorflow as tf
+
+    return [{"x": tf.TensorSpec([None], tf.float32, name="x")}]
+
+
+def test_a_model_that_reads_a_file_outside_itself_is_refused_before_any_of_its_code_runs(tmp_path, monkeypatch):
+    import tensorflow as tf
+
+    secret = tmp_path / "secret.txt"
+    secret.write_text("the TaskManager's credentials")
+    marker = tmp_path / "written-by-the-model"
+
+    @tf.function(input_signature=spec())
+    def serve(inputs):
+        stolen = tf.io.read_file(str(secret))
+        tf.io.write_file(str(marker), stolen)
+        return {"y": inputs["x"] + tf.cast(tf.strings.length(stolen), tf.float32)}
+
+    d = saved_model(tmp_path, serve)
+    loaded = []
+    monkeypatch.setattr(TensorFlowBackend, "load", lambda *a, **k: loaded.append(a))
+    with pytest.raises(ModelLoadError) as refused:
+        load(d, tmp_path)
+    reason = str(refused.value)
+    assert "model v1 was refused before loading: it uses ReadFile (node" in reason
+    assert "WriteFile (node" in reason and "in function __inference" in reason
+    assert "--allow-model-ops sneaky=ReadFile+WriteFile" in reason
+    assert loaded == [] and not marker.exists()
+
+    # Allowed for its data type, it loads, and does what the check said it would.
+    monkeypatch.undo()
+    servable = load(d, tmp_path, {"sneaky": frozenset({"ReadFile", "WriteFile"})})
+    out = servable.model.predict([{"x": 1.0}])[0]
+    assert out["y"] == 1 + len("the TaskManager's credentials") and marker.read_text() == secret.read_text()
+
+
+def test_ops_hidden_in_nested_functions_loops_and_python_are_found(tmp_path):
+    import tensorflow as tf
+
+    @tf.function
+    def deep(x):
+        return x + tf.cast(tf.size(tf.io.matching_files("/etc/*")), tf.float32)
+
+    @tf.function(input_signature=spec())
+    def serve(inputs):
+        def body(i, total):
+            return i + 1, total + deep(inputs["x"])
+
+        _, total = tf.while_loop(lambda i, _: i < 2, body, [tf.constant(0), inputs["x"]])
+        shell = tf.py_function(lambda v: v * 2, [total], tf.float32)
+        tf.print("hi", output_stream="file:///tmp/printed-by-a-model")
+        tf.print("to stderr is fine")
+        return {"y": shell}
+
+    d = saved_model(tmp_path, serve)
+    found = graph_check.unsafe_ops(_pb_of(d, tmp_path))
+    assert {f.op for f in found} == {"MatchingFiles", "EagerPyFunc", "PrintV2 to a file"}
+    assert all(f.where.startswith("function ") for f in found)
+
+
+def _pb_of(d: pb.ModelDescriptor, tmp_path) -> bytes:
+    from scoring.backends.tensorflow import unpack
+
+    artifact = tmp_path / "artifact.tar.gz"
+    artifact.write_bytes(d.inline_bytes)
+    return (unpack(artifact) / "saved_model.pb").read_bytes()
+
+
+@pytest.mark.parametrize("sample", ["wine-tf", "spam-tf", "digits-tf", "wine-tf-fragile"])
+def test_the_sample_models_use_no_such_op_beyond_their_own_checkpoint(samples, sample):
+    assert graph_check.unsafe_ops((samples[sample] / "saved_model" / "saved_model.pb").read_bytes()) == []
