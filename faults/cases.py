@@ -454,16 +454,17 @@ class Verdict:
 Attempt = Callable[[World, Path], tuple[list[Verdict], list[Callable[[], Check]]]]
 
 
-def bad_model_case(name: str, attempt: Attempt) -> Case:
+def bad_model_case(name: str, attempt: Attempt, on: Callable[[World], Job] = lambda w: w.eo,
+                   guard: str = "guard") -> Case:
     """While `guard` is served by v1 and scores a stream, the bad model arrives; each expected
     REJECTED/ERROR event must come with its reason, and v1 must score every record."""
     def case(world: World) -> list[CaseResult]:
-        job = world.eo
-        world.ensure_served("guard", "wine-pmml", [job])
+        job = on(world)
+        world.ensure_served(guard, "wine-pmml", [job])
         started = time.monotonic()
         scratch = world.workdir / "bad-models" / name
         scratch.mkdir(parents=True, exist_ok=True)
-        with world.stream.section(name, ["guard"], [job.data_topic]) as section:
+        with world.stream.section(name, [guard], [job.data_topic]) as section:
             time.sleep(1)
             verdicts, post_checks = attempt(world, scratch)
             found = [(v, _wait(job, v.match, v.what, 240)) for v in verdicts]
@@ -473,9 +474,9 @@ def bad_model_case(name: str, attempt: Attempt) -> Case:
             r.check(verdict.what, event is not None, event.reason[:300] if event else "no such event")
         r.checks += [post() for post in post_checks]
         served = {(s.model, s.version) for s in job.outputs.scores_of(section.ids)}
-        r.check("the current model kept scoring", served == {("guard", world.served["guard"])},
+        r.check("the current model kept scoring", served == {(guard, world.served[guard])},
                 f"scored by {sorted(served)}")
-        r.models_before = r.models_after = {"guard": f"guard v{world.served['guard']}"}
+        r.models_before = r.models_after = {guard: f"{guard} v{world.served[guard]}"}
         r.notes = [f"{Event.State.Name(e.state)}: {e.reason[:160]}" for _, e in found if e]
         return [r]
     return case

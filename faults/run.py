@@ -16,6 +16,7 @@ import time
 import traceback
 from pathlib import Path
 
+from faults import attacks
 from faults.cases import catalogue
 from faults.report import AT_LEAST_ONCE, EXACTLY_ONCE, CaseResult, table, write_json
 from faults.world import World, say
@@ -26,7 +27,7 @@ REPORT = paths.ROOT / "reports" / "faults.json"
 
 def run(names: list[str] | None, kills: int, fuzz_bad: int, deliveries: tuple[str, ...],
         workdir: Path, tensorflow: bool = True) -> list[CaseResult]:
-    cases = catalogue(kills, fuzz_bad, tensorflow)
+    cases = {**catalogue(kills, fuzz_bad, tensorflow), **attacks.cases(tensorflow)}
     unknown = sorted(set(names or []) - set(cases))
     if unknown:
         raise SystemExit(f"unknown case(s) {unknown}; known: {sorted(cases)}")

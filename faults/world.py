@@ -12,12 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from contract import scoring_pb2 as pb
+from contract import signing
 from faults.outputs import JobOutputs, is_event, records
 from faults.report import EXACTLY_ONCE
 from faults.store import FaultyStore
 from faults.stream import RecordStream, Section
 from infra import flink_cluster, paths
-from infra.job_harness import ScoringSetup
+from infra.job_harness import RunningJob, ScoringSetup
 from infra.kafka_broker import KafkaBroker
 from infra.procs import free_port, wait_until
 from model_store import cli
@@ -62,6 +63,7 @@ class World:
         self.stack = ExitStack()
         self.jobs: list[Job] = []
         self.served: dict[str, int] = {}  # data type -> the version serving it
+        self._signed: Job | None = None
 
     # ---- start and stop ---------------------------------------------------------------------
     def __enter__(self) -> World:
@@ -86,6 +88,8 @@ class World:
         say(f"starting Kafka on {self.broker.bootstrap_servers}")
         self.broker.start()
         self.stack.callback(self.broker.stop)
+        signing.new_key_pair(self.workdir / "keys")
+        self.signing_key = signing.load_private_key(self.workdir / "keys" / "private.pem")
         self.repo = ModelRepository(self.workdir / "model-store")
         self.repo.root.mkdir(parents=True, exist_ok=True)
         self.store = FaultyStore(self.repo.root).start()
@@ -114,6 +118,20 @@ class World:
         self.stack.callback(outputs.close)
         say(f"submitted the scoring job ({delivery}): {job_id}")
         return Job(delivery, setup, job_id, outputs)
+
+    def signed_job(self) -> Job:
+        """A job that runs only what the run's key signed (the attack cases), started on first
+        use on a MiniCluster: the cluster's slots hold the other jobs."""
+        if self._signed is None:
+            setup = ScoringSetup(self.bootstrap, self.repo, self.store.base_url, self.workdir / "signed")
+            args = setup.job_args(trusted_keys=str(self.workdir / "keys" / "public.pem"), no_model_policy="dead-letter",
+                                  load_retry_s=self.retry_after_s, stats_interval_ms=5000)
+            self.stack.enter_context(RunningJob(args, setup.workdir / "job.log"))
+            outputs = JobOutputs(setup)
+            self.stack.callback(outputs.close)
+            self._signed = Job("signed", setup, "minicluster", outputs)
+            say("started the signed job (--trusted-keys) on a MiniCluster")
+        return self._signed
 
     @staticmethod
     def _cancel(job_id: str) -> None:
@@ -145,9 +163,13 @@ class World:
 
     def descriptor(self, stored: StoredModel, inline: bool = False, rollout: pb.RolloutPolicy | None = None,
                    **changes) -> pb.ModelDescriptor:
+        """The stored version's descriptor with `changes`, signed by the run's key (the jobs
+        without --trusted-keys ignore the signature; the signed job needs it)."""
         d = cli.descriptor_for(self.repo, stored, self.store.base_url, 1 << 30 if inline else 0, rollout=rollout)
         for key, value in changes.items():
             setattr(d, key, value)
+        if d.sha256:
+            signing.sign(d, self.signing_key)
         return d
 
     def announce(self, messages: list[bytes], jobs: list[Job] | None = None) -> None:

@@ -1,0 +1,117 @@
+"""Attacks on what the job runs, against a job that trusts only the run's key: an unsigned
+model, one signed by another key, signed bytes swapped inline or at the store, a signature
+replayed for another version, and a signed SavedModel that reads a file. Each must be
+refused with its reason while the current model scores every record."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from contract import scoring_pb2 as pb
+from contract import signing
+from faults import bad_models
+from faults.cases import Case, Verdict, bad_model_case
+from faults.outputs import is_event
+from faults.report import Check
+from faults.world import World
+from model_store import cli
+from model_store.repository import StoredModel, pack_saved_model
+
+GUARD = "signed-guard"
+Event = pb.ModelEvent
+
+
+def _stored(world: World, source: Path, kind: int = pb.PMML) -> StoredModel:
+    return world.repo.publish(GUARD, source, kind, GUARD)
+
+
+def _unsigned(world: World, stored: StoredModel, inline: bool = False) -> pb.ModelDescriptor:
+    return cli.descriptor_for(world.repo, stored, world.store.base_url, 1 << 30 if inline else 0)
+
+
+def _send(world: World, d: pb.ModelDescriptor) -> None:
+    world.signed_job().setup.announce([d.SerializeToString()])
+
+
+def _pmml(world: World) -> Path:
+    return world.samples["wine-pmml"] / "model.pmml"
+
+
+def refused(state: int, d: pb.ModelDescriptor, reason: str) -> Verdict:
+    return Verdict(is_event(state, GUARD, d.version, reason), f"{Event.State.Name(state)} v{d.version}: '{reason}'")
+
+
+def unsigned(world: World, scratch: Path):
+    d = _unsigned(world, _stored(world, _pmml(world)))
+    _send(world, d)
+    return [refused(Event.REJECTED, d, "is not signed")], []
+
+
+def another_key(world: World, scratch: Path):
+    signing.new_key_pair(scratch / "stranger")
+    d = _unsigned(world, _stored(world, _pmml(world)))
+    signing.sign(d, signing.load_private_key(scratch / "stranger" / "private.pem"))
+    _send(world, d)
+    return [refused(Event.REJECTED, d, "which this job does not trust")], []
+
+
+def swapped_inline_bytes(world: World, scratch: Path):
+    d = world.descriptor(_stored(world, _pmml(world)), inline=True)
+    d.inline_bytes = bad_models.commented_pmml(_pmml(world), "not what was signed", scratch / "other.pmml").read_bytes()
+    d.size_bytes = len(d.inline_bytes)
+    _send(world, d)
+    return [refused(Event.ERROR, d, "inline artifact SHA-256 is")], []
+
+
+def swapped_at_the_store(world: World, scratch: Path):
+    stored = _stored(world, _pmml(world))
+    d = world.descriptor(stored)  # signed, by location
+    artifact = world.repo.artifact_path(stored)
+    artifact.write_bytes(bad_models.commented_pmml(artifact, "swapped at the store", scratch / "swap.pmml").read_bytes())
+    _send(world, d)
+    return [refused(Event.ERROR, d, "Refused: republish the model")], []
+
+
+def replayed_signature(world: World, scratch: Path):
+    serving = world.descriptor(world.repo.get(GUARD, world.served[GUARD]))
+    d = _unsigned(world, _stored(world, _pmml(world)))
+    d.signature, d.signing_key_id = serving.signature, serving.signing_key_id
+    _send(world, d)
+    return [refused(Event.REJECTED, d, "replayed from another model")], []
+
+
+def signed_file_reader(world: World, scratch: Path):
+    """Signed by the trusted key, and still refused: the graph check does not trust signers."""
+    marker = scratch / "written-by-the-model"
+    _file_reading_saved_model(scratch / "saved_model", marker)
+    packed = scratch / "model.tar.gz"
+    pack_saved_model(scratch / "saved_model", packed)
+    d = world.descriptor(_stored(world, packed, pb.TENSORFLOW_SAVED_MODEL))
+    _send(world, d)
+
+    def nothing_written() -> Check:
+        return Check("the model's code never ran (no file written)", not marker.exists(), str(marker))
+    return [refused(Event.ERROR, d, "refused before loading: it uses ReadFile")], [nothing_written]
+
+
+def _file_reading_saved_model(target: Path, marker: Path) -> None:
+    import tensorflow as tf
+
+    @tf.function(input_signature=[{"alcohol": tf.TensorSpec([None], tf.float32, name="alcohol")}])
+    def serve(inputs):
+        stolen = tf.io.read_file("/etc/passwd")
+        tf.io.write_file(str(marker), stolen)
+        return {"label": inputs["alcohol"] * 0 + tf.cast(tf.strings.length(stolen), tf.float32)}
+
+    holder = tf.Module()
+    holder.serve = serve
+    tf.saved_model.save(holder, str(target), signatures={"serving_default": serve})
+
+
+def cases(tensorflow: bool = True) -> dict[str, Case]:
+    attempts = {"unsigned-model": unsigned, "signed-by-another-key": another_key,
+                "signed-bytes-swapped-inline": swapped_inline_bytes, "signed-bytes-swapped-at-store": swapped_at_the_store,
+                "signature-replayed": replayed_signature}
+    if tensorflow:
+        attempts["signed-file-reading-savedmodel"] = signed_file_reader
+    return {name: bad_model_case(name, attempt, on=World.signed_job, guard=GUARD) for name, attempt in attempts.items()}
