@@ -64,7 +64,9 @@ def swapped_inline_bytes(world: World, scratch: Path):
 
 
 def swapped_at_the_store(world: World, scratch: Path):
-    stored = _stored(world, _pmml(world))
+    # Bytes of its own: the job caches artifacts by SHA-256, and would load v1's cached bytes
+    # (the signed ones) without asking the store at all.
+    stored = _stored(world, bad_models.commented_pmml(_pmml(world), "signed", scratch / "signed.pmml"))
     d = world.descriptor(stored)  # signed, by location
     artifact = world.repo.artifact_path(stored)
     artifact.write_bytes(bad_models.commented_pmml(artifact, "swapped at the store", scratch / "swap.pmml").read_bytes())
