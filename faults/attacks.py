@@ -68,8 +68,8 @@ def swapped_at_the_store(world: World, scratch: Path):
     # (the signed ones) without asking the store at all.
     stored = _stored(world, bad_models.commented_pmml(_pmml(world), "signed", scratch / "signed.pmml"))
     d = world.descriptor(stored)  # signed, by location
-    artifact = world.repo.artifact_path(stored)
-    artifact.write_bytes(bad_models.commented_pmml(artifact, "swapped at the store", scratch / "swap.pmml").read_bytes())
+    artifact = world.repo.artifact_path(stored)  # the same size, other bytes: the SHA-256 must catch it
+    artifact.write_bytes(artifact.read_bytes().replace(b"<!-- signed -->", b"<!-- evil!! -->", 1))
     _send(world, d)
     return [refused(Event.ERROR, d, "Refused: republish the model")], []
 
