@@ -49,6 +49,10 @@ class Finding:
 
 def unsafe_ops(saved_model_pb: bytes, allowed: Iterable[str] = ()) -> list[Finding]:
     """Every node whose op may touch the file system or start a process, but for `allowed`."""
+    # The whole package first: importing one of its proto modules while another loader thread
+    # is inside `import tensorflow` trips the import machinery's deadlock guard ("partially
+    # initialized module 'tensorflow.core.protobuf.meta_graph_pb2'"; found by make faults).
+    import tensorflow  # noqa: F401
     from tensorflow.core.protobuf import saved_model_pb2
 
     model = saved_model_pb2.SavedModel.FromString(saved_model_pb)
