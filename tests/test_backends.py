@@ -182,6 +182,9 @@ def test_corrupt_saved_models_are_refused(samples, tmp_path):
     pack_saved_model(broken, tmp_path / "broken.tar.gz")
     with pytest.raises(ModelLoadError, match="cannot be loaded by TensorFlow"):
         backend_for(pb.TENSORFLOW_SAVED_MODEL).load(tmp_path / "broken.tar.gz")
+    # Through the loader, the graph check reads saved_model.pb first: the same clear refusal.
+    with pytest.raises(ModelLoadError, match="cannot be loaded by TensorFlow: its saved_model.pb does not parse"):
+        load_inline(tmp_path / "broken.tar.gz", pb.TENSORFLOW_SAVED_MODEL, tmp_path)
 
 
 def test_tar_path_traversal_is_refused(tmp_path):

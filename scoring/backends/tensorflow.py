@@ -151,8 +151,14 @@ def _row_value(value):
 
 class TensorFlowBackend(ModelBackend):
     def unsafe_ops(self, artifact: Path, allowed: frozenset[str]) -> list[str]:
-        return [f.describe() for f in graph_check.unsafe_ops((unpack(artifact) / "saved_model.pb").read_bytes(),
-                                                             allowed)]
+        from google.protobuf.message import DecodeError
+
+        graph = (unpack(artifact) / "saved_model.pb").read_bytes()
+        try:
+            return [f.describe() for f in graph_check.unsafe_ops(graph, allowed)]
+        except DecodeError as err:
+            raise ModelLoadError(f"SavedModel {artifact.name} cannot be loaded by TensorFlow: its "
+                                 f"saved_model.pb does not parse ({err})") from err
 
     def load(self, artifact: Path, signature_name: str = "") -> LoadedModel:
         import tensorflow as tf
