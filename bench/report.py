@@ -19,6 +19,8 @@ TARGETS = [
     ("TF / pass-through", lambda r: r["throughput"]["tf_rps"] / r["throughput"]["passthrough_rps"], 0.7, True),
     ("PMML / remote HTTP", lambda r: r["throughput"]["pmml_rps"] / r["throughput"]["remote_http_rps"], 10, True),
     ("TF / remote HTTP", lambda r: r["throughput"]["tf_rps"] / r["throughput"]["remote_http_rps"], 10, True),
+    ("end-to-end p99 at 50% load, PMML (ms)", lambda r: r["latency"]["pmml"]["p99_ms"], 250, False),
+    ("end-to-end p99 at 50% load, TF (ms)", lambda r: r["latency"]["tf"]["p99_ms"], 250, False),
     ("publish -> first result p50 (s)", lambda r: r["swap"]["publish_to_first_p50_s"], 2.0, False),
     ("p99 latency around swaps / steady", lambda r: r["swap"]["latency_p99_ratio"], 2.0, False),
     ("1,000 models: peak RSS (MB)", lambda r: r["many_models"]["peak_rss_mb"], 4096, False),
@@ -57,6 +59,12 @@ def markdown(report: dict) -> str:
                 out.append(f"| {label} | {_fmt(t[key])} | {t[key] / t['passthrough_rps']:.2f} | | |")
         out.append(f"| raw PMML (no Flink, batches of 256) | {_fmt(t['raw_pmml_rps'])} | | | |")
         out.append(f"| raw TF (no Flink, batches of 256) | {_fmt(t['raw_tf_rps'])} | | | |\n")
+    if "latency" in report:
+        out += ["## End-to-end latency at half the measured maximum (at-least-once, ms)\n",
+                "| model | records/s | p50 | p99 | max |", "|---|---:|---:|---:|---:|"]
+        out += [f"| {kind} | {_fmt(v['rate_rps'])} | {v['p50_ms']:.0f} | {v['p99_ms']:.0f} | {v['max_ms']:.0f} |"
+                for kind, v in report["latency"].items()]
+        out.append("")
     for key, title in (("formats", "Formats: ONNX, JSON records, explanations (digits-tf, integrated gradients)"),
                        ("bundles", "PyFlink bundle size (records/s)"), ("swap", "Model swaps"), ("rollout", "Rollouts (PMML, a shadow scoring every record)"),
                        ("many_models", "Many models")):

@@ -10,7 +10,7 @@ librdkafka (far faster than any job here), to a topic of the case's own. The rat
 results whose broker append times (LogAppendTime) fall between the 10th and 90th percentile
 of them all; how many fell before and after that window is reported with it.
 
-    python -m bench.run [--records 200000] [--only throughput,formats,swap,rollout,many_models,batch_sweep]
+    python -m bench.run [--records 200000] [--only throughput,latency,formats,swap,rollout,many_models,batch_sweep]
 """
 
 from __future__ import annotations
@@ -503,6 +503,52 @@ def model_calls(events: list[pb.ModelEvent]) -> dict[str, float]:
             "ms_per_record_in_batch": total_ms / usage if usage else nan}
 
 
+def produce_at_rate(bootstrap: str, topic: str, w: Workload, rate: float, seconds: float) -> int:
+    """Records `m-<i>` at a steady `rate` for `seconds`, each stamped with the time it was made
+    (its event time, which its result carries back); returns how many were sent."""
+    from confluent_kafka import Producer
+
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 2, "acks": "1"})
+    rows, types = itertools.cycle(w.rows), itertools.cycle(w.data_types)
+    started, sent = time.monotonic(), 0
+    while (elapsed := time.monotonic() - started) < seconds:
+        for _ in range(int(elapsed * rate) - sent):
+            record = make_record(f"m-{sent}", next(types), next(rows), int(time.time() * 1000))
+            producer.produce(topic, record.SerializeToString())
+            sent += 1
+        producer.poll(0)
+        time.sleep(0.002)
+    if producer.flush(60):
+        raise RuntimeError(f"{topic}: records still unsent after 60 s")
+    return sent
+
+
+def latency_case(bench: Bench, kind: str, max_rps: float, seconds: float = 45) -> dict:
+    """End to end, record made -> result appended to the scores topic (LogAppendTime), at a
+    steady half of the measured maximum rate, at-least-once, the job's defaults."""
+    rate = max_rps / 2
+    setup = bench.setup()
+    bench.publish(setup, kind, bench.data_types)
+    args = setup.job_args(delivery="at-least-once", max_held_records=10**7, batch_size=ScoringOptions().batch_size,
+                          batch_max_wait_ms=ScoringOptions().batch_max_wait_ms)
+    with RunningJob(args, setup.workdir / "job.log") as job:
+        produce_records(setup.bootstrap, setup.topics["data"], bench.rows, len(bench.data_types), bench.data_types,
+                        prefix="warm")
+        wait_for_results(setup, len(bench.data_types), job, timeout_s=600)
+        sent = produce_at_rate(setup.bootstrap, setup.topics["data"], bench.wine, rate, seconds)
+        wait_for_results(setup, len(bench.data_types) + sent, job, timeout_s=300)
+    latencies = []
+    for r in committed_records(setup.bootstrap, setup.topics["scores"]):
+        result = read_result(r.value)
+        if result.record_id.startswith("m-"):
+            latencies.append(r.timestamp - result.event_time_ms)
+    out = {"rate_rps": rate, "records": sent, "results": len(latencies), "p50_ms": percentile(latencies, 50),
+           "p99_ms": percentile(latencies, 99), "max_ms": float(max(latencies, default=float("nan")))}
+    log(f"{kind} at {rate:,.0f} records/s (half of {max_rps:,.0f}): p50 {out['p50_ms']:.0f} ms, "
+        f"p99 {out['p99_ms']:.0f} ms, max {out['max_ms']:.0f} ms over {len(latencies):,} results")
+    return out
+
+
 def swap_case(bench: Bench, publishes: int = 10, rate: int = 500, gap_s: float = 6) -> dict:
     """A steady stream; `publishes` new versions alternating PMML and TensorFlow."""
     setup = bench.setup()
@@ -686,7 +732,7 @@ def main(argv: list[str] | None = None) -> int:
     stop_on_sigterm()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--records", type=int, default=200_000)
-    p.add_argument("--only", default="throughput,formats,swap,rollout,many_models,batch_sweep")
+    p.add_argument("--only", default="throughput,latency,formats,swap,rollout,many_models,batch_sweep")
     p.add_argument("--models", type=int, default=1000)
     p.add_argument("--name", default="", help="a partial run: write bench/results/<date>-<name>.{json,md}, "
                                               "not latest.*")
@@ -710,6 +756,11 @@ def main(argv: list[str] | None = None) -> int:
             for kind in ("passthrough", "pmml", "tf"):
                 t[f"{kind}_p2_rps"] = throughput_case(bench, kind, 2, args.records)["rps"]
             write_report(report, args.name)  # after each section, so a cut-short run still reports
+        if "latency" in only:
+            measured = report.get("throughput", {})
+            report["latency"] = {kind: latency_case(bench, kind, measured.get(f"{kind}_rps") or throughput_case(
+                bench, kind, 1, args.records)["rps"]) for kind in ("pmml", "tf")}
+            write_report(report, args.name)
         if "formats" in only:
             report["formats"] = formats_case(bench, args.records)
             write_report(report, args.name)
