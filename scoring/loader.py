@@ -16,7 +16,7 @@ from contract import scoring_pb2 as pb
 from contract import signing
 from contract.rollout import policy_problem
 from model_store.fetcher import ArtifactFetcher, FetchError
-from scoring.backends.base import LoadedModel
+from scoring.backends.base import LoadedModel, UnsafeOp
 from scoring.backends.registry import BACKENDS, backend_for
 from scoring.batch import warm_up
 from scoring.errors import ArtifactFetchError, ModelLoadError
@@ -89,11 +89,12 @@ def check_signed(d: pb.ModelDescriptor, trusted: dict[str, Ed25519PublicKey] | N
             raise DescriptorError(str(err)) from err
 
 
-def refuse_unsafe(d: pb.ModelDescriptor, found: list[str]) -> None:
+def refuse_unsafe(d: pb.ModelDescriptor, found: list[UnsafeOp]) -> None:
     if found:
-        ops = sorted({f.split(" (")[0] for f in found})
+        ops = sorted({f.op for f in found})
         raise ModelLoadError(
-            f"model {d.name} v{d.version} was refused before loading: it uses {'; '.join(found[:3])}"
+            f"model {d.name} v{d.version} was refused before loading: it uses "
+            f"{'; '.join(f.describe() for f in found[:3])}"
             f"{f' and {len(found) - 3} more' if len(found) > 3 else ''}, which can reach the file system or "
             f"start processes. To run it anyway: --allow-model-ops {d.data_type}={'+'.join(ops)}")
 

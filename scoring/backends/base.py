@@ -40,6 +40,19 @@ class InputField:
         return f"{self.kind}" + (f" tensor of shape {list(self.shape)}" if self.shape else "")
 
 
+@dataclass(frozen=True)
+class UnsafeOp:
+    """An op in a model that can reach the file system or start a process, and where it is."""
+
+    op: str  # the name --allow-model-ops takes
+    node: str
+    where: str  # "the graph", or "function <name>"
+    detail: str = ""
+
+    def describe(self) -> str:
+        return f"{self.op} (node '{self.node}' in {self.where}{', ' + self.detail if self.detail else ''})"
+
+
 class LoadedModel(ABC):
     """A model ready to score. Not thread-safe: one scoring thread calls it."""
 
@@ -88,7 +101,7 @@ class ModelBackend(ABC):
     def load(self, artifact: Path, signature_name: str = "") -> LoadedModel:
         """Load a local artifact; raise ModelLoadError with a clear reason if it cannot."""
 
-    def unsafe_ops(self, artifact: Path, allowed: frozenset[str]) -> list[str]:
+    def unsafe_ops(self, artifact: Path, allowed: frozenset[str]) -> list[UnsafeOp]:
         """What in the artifact could reach the file system or start a process, but for
         `allowed`; checked before `load`, so none of it runs."""
         return []

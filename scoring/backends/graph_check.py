@@ -12,7 +12,8 @@ A job may allow named ops for a data type (`--allow-model-ops`).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+
+from scoring.backends.base import UnsafeOp
 
 # TensorFlow ops that read or write files, run Python, or write debug/summary output to disk.
 FILE_AND_PROCESS_OPS = frozenset({
@@ -37,17 +38,7 @@ SAVER_OPS = frozenset({"SaveV2", "RestoreV2", "MergeV2Checkpoints", "Save", "Res
                        "RestoreSlice"})
 
 
-@dataclass(frozen=True)
-class Finding:
-    op: str
-    node: str
-    where: str  # "the graph", or "function <name>"
-
-    def describe(self) -> str:
-        return f"{self.op} (node '{self.node}' in {self.where})"
-
-
-def unsafe_ops(saved_model_pb: bytes, allowed: Iterable[str] = ()) -> list[Finding]:
+def unsafe_ops(saved_model_pb: bytes, allowed: Iterable[str] = ()) -> list[UnsafeOp]:
     """Every node whose op may touch the file system or start a process, but for `allowed`."""
     # The whole package first: importing one of its proto modules while another loader thread
     # is inside `import tensorflow` trips the import machinery's deadlock guard ("partially
@@ -58,7 +49,7 @@ def unsafe_ops(saved_model_pb: bytes, allowed: Iterable[str] = ()) -> list[Findi
     model = saved_model_pb2.SavedModel.FromString(saved_model_pb)
     allowed = set(allowed)
     refused = FILE_AND_PROCESS_OPS - allowed
-    findings: list[Finding] = []
+    findings: list[UnsafeOp] = []
     for meta_graph in model.meta_graphs:
         graph = meta_graph.graph_def
         functions = {f.signature.name: f for f in graph.library.function}
@@ -68,9 +59,9 @@ def unsafe_ops(saved_model_pb: bytes, allowed: Iterable[str] = ()) -> list[Findi
         for where, nodes, is_saver in scopes:
             for n in nodes:
                 if n.op in refused and not (is_saver and n.op in SAVER_OPS):
-                    findings.append(Finding(n.op, n.name, where))
+                    findings.append(UnsafeOp(n.op, n.name, where))
                 elif n.op == "PrintV2" and "PrintV2" not in allowed and _prints_to_a_file(n):
-                    findings.append(Finding("PrintV2 to a file", n.name, where))
+                    findings.append(UnsafeOp("PrintV2", n.name, where, "printing to a file"))
     return findings
 
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from model_store.fetcher import partial_path
 from scoring.backends import graph_check
-from scoring.backends.base import InputField, Kind, LoadedModel, ModelBackend, Outputs
+from scoring.backends.base import InputField, Kind, LoadedModel, ModelBackend, Outputs, UnsafeOp
 from scoring.errors import ModelLoadError
 from scoring.verification import Verification, from_json_file, with_tensors
 
@@ -150,12 +150,12 @@ def _row_value(value):
 
 
 class TensorFlowBackend(ModelBackend):
-    def unsafe_ops(self, artifact: Path, allowed: frozenset[str]) -> list[str]:
+    def unsafe_ops(self, artifact: Path, allowed: frozenset[str]) -> list[UnsafeOp]:
         from google.protobuf.message import DecodeError
 
         graph = (unpack(artifact) / "saved_model.pb").read_bytes()
         try:
-            return [f.describe() for f in graph_check.unsafe_ops(graph, allowed)]
+            return graph_check.unsafe_ops(graph, allowed)
         except DecodeError as err:
             raise ModelLoadError(f"SavedModel {artifact.name} cannot be loaded by TensorFlow: its "
                                  f"saved_model.pb does not parse ({err})") from err
