@@ -146,22 +146,25 @@ def build(env, args: argparse.Namespace, parse_records=None, score=None) -> None
             bytes_source(args.bootstrap_servers, topic, group, args.starting_offsets),
             WatermarkStrategy.no_watermarks(), f"kafka: {topic}")
 
+    options = options_from(args)
+
     def sink(stream, topic: str, name: str) -> None:
         stream.sink_to(bytes_sink(args.bootstrap_servers, topic, args.delivery,
                                   transactional_id_prefix=f"{args.group_id}-{name}")).name(f"kafka: {topic}")
 
     records = (source(args.data_topic, args.group_id)
-               .process(parse_records or ParseRecords(args.max_record_bytes, args.record_format), output_type=KEYED_RECORD)
+               .process(parse_records or ParseRecords(options.max_record_bytes, options.record_format),
+                        output_type=KEYED_RECORD)
                .name("parse records"))
     # Model updates are read from the start, so a fresh job learns every data type's model.
     models = (env.from_source(
                   bytes_source(args.bootstrap_servers, args.models_topic, args.group_id + "-models", "earliest"),
                   WatermarkStrategy.no_watermarks(), f"kafka: {args.models_topic}")
-              .process(ParseDescriptors(options_from(args).trusted_keys), output_type=BYTES)
+              .process(ParseDescriptors(options.trusted_keys), output_type=BYTES)
               .name("parse model descriptors"))
     scored = (records.key_by(lambda r: r[0], key_type=Types.STRING())
               .connect(models.broadcast(ACCEPTED_MODELS))
-              .process(score or ScoreRecords(options_from(args)), output_type=BYTES)
+              .process(score or ScoreRecords(options), output_type=BYTES)
               .name("score"))
 
     sink(scored, args.scores_topic, "scores")
