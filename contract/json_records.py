@@ -177,9 +177,9 @@ def _b64(value: dict, where: str) -> bytes:
 
 def _tensor(value: list, where: str) -> np.ndarray:
     shape, cells = _shape(value, where, 0)
-    if any(isinstance(c, bool) or not isinstance(c, int | float) for c in cells):
-        bad = next(c for c in cells if isinstance(c, bool) or not isinstance(c, int | float))
-        raise JsonRecordError(f"{where} holds {_kind(bad)}: a list input is a tensor of numbers")
+    bad = next((i for i, c in enumerate(cells) if isinstance(c, bool) or not isinstance(c, int | float)), None)
+    if bad is not None:  # an index: the cell itself may be null
+        raise JsonRecordError(f"{where} holds {_kind(cells[bad])}: a list input is a tensor of numbers")
     array = np.asarray(cells, dtype=np.float64).reshape(shape)
     if not np.isfinite(array).all() or np.abs(array).max(initial=0) > np.finfo(np.float32).max:
         raise JsonRecordError(f"{where} holds a number too large for a float32 tensor")
