@@ -73,6 +73,18 @@ def markdown(report: dict) -> str:
             out += [f"| {k.replace('_', ' ')} | {_fmt(v) if isinstance(v, float) else v} |"
                     for k, v in report[key].items()]
             out.append("")
+    if "security" in report:
+        sec = report["security"]
+        out += ["## Security: Kafka over SASL_SSL (TLS, SCRAM-SHA-512, ACLs) against plaintext (records/s)\n",
+                "| case | plaintext | SASL_SSL | ÷ |", "|---|---:|---:|---:|"]
+        out += [f"| {kind} | {_fmt(sec[f'{kind}_plaintext_rps'])} | {_fmt(sec[f'{kind}_tls_rps'])} | "
+                f"{sec[f'{kind}_tls_over_plaintext']:.2f} |" for kind in ("passthrough", "pmml")]
+        out += ["", "Per model load (ms, median):\n",
+                "| model | artifact KB | graph KB | signature check | SHA-256 of the artifact | graph check |",
+                "|---|---:|---:|---:|---:|---:|"]
+        out += [f"| {r['model']} | {r['artifact_kb']:,.0f} | {r['graph_kb']:,.0f} | {r['verify_signature_ms']:.3f} | "
+                f"{r['sha256_ms']:.2f} | {r['graph_check_ms']:.2f} |" for r in sec["trust_checks"]]
+        out.append("")
     if "batch_sweep" in report:
         out += ["## Micro-batch size (PMML)\n",
                 "| batch size | records/s | ms per model call | records per call | ms per record |",

@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import itertools
 import json
 import os
 import platform
 import signal
+import statistics
 import subprocess
 import sys
 import threading
@@ -34,11 +36,13 @@ import numpy as np
 from kafka import KafkaConsumer, TopicPartition
 
 from contract import scoring_pb2 as pb
+from contract import signing
 from contract.json_records import read_result, record_as_json
 from contract.values import make_record
 from infra import paths
 from infra.job_harness import ROLES, RunningJob, ScoringSetup
 from infra.kafka_broker import KafkaBroker
+from infra.kafka_security import BrokerSecurity, Principal, grant, job_acls
 from infra.procs import free_port, port_is_open, wait_until
 from infra.topics import create_topics, unique_topics
 from model_store import cli
@@ -52,6 +56,7 @@ RESULTS = paths.ROOT / "bench" / "results"
 # The models a case can publish, by kind: the CLI's type, the sample, its artifact.
 ARTIFACTS = {"tf": ("tensorflow", "wine-tf", "saved_model"), "onnx": ("onnx", "wine-onnx", "model.onnx"),
              "digits": ("tensorflow", "digits-tf", "saved_model")}
+BENCH_JOB = Principal("bench-scoring-job")
 DATA_TYPES = 8  # records are spread over this many data types, so parallelism 2 has work for both
 Event = pb.ModelEvent
 
@@ -216,7 +221,11 @@ class Bench:
         self.workdir = paths.RUN / "bench" / time.strftime("%Y%m%d-%H%M%S")
         self.samples = build_all(paths.RUN / "samples", ["wine-pmml", "wine-tf", "wine-onnx", "digits-tf"])
         self.rows = json.loads((self.samples["wine-pmml"] / "samples.json").read_text())["inputs"]
-        self.broker = KafkaBroker(self.workdir / "kafka", port=free_port())
+        self.keys = self.workdir / "keys"
+        signing.new_key_pair(self.keys)
+        # The cases' clients use the PLAINTEXT listener; a job with tls=True the SASL_SSL one.
+        self.broker = KafkaBroker(self.workdir / "kafka", port=free_port(), internal_port=free_port(),
+                                  security=BrokerSecurity(self.workdir / "kafka-tls", users=(BENCH_JOB,)))
         self.broker.start()
         stack.callback(self.broker.stop)
         self.repo = ModelRepository(self.workdir / "store")
@@ -227,6 +236,11 @@ class Bench:
         self.case_no = 0
         self.data_types = [f"wine-{k}" for k in range(DATA_TYPES)]
         self.wine = Workload(self.rows, self.data_types)
+
+    @property
+    def bootstrap(self) -> str:
+        """The broker's PLAINTEXT listener, for the bench's own clients and most jobs."""
+        return f"127.0.0.1:{self.broker.internal_port}"
 
     def measured(self, n: int) -> list[bytes]:
         return self.wine.measured(n)
@@ -247,10 +261,10 @@ class Bench:
         self.case_no += 1
         workdir = self.workdir / f"case-{self.case_no}"
         topics = unique_topics(*ROLES)
-        create_topics(self.broker.bootstrap_servers, [topics["data"]], partitions=partitions)
-        create_topics(self.broker.bootstrap_servers, [topics["scores"]],
+        create_topics(self.bootstrap, [topics["data"]], partitions=partitions)
+        create_topics(self.bootstrap, [topics["scores"]],
                       configs={topics["scores"]: {"message.timestamp.type": "LogAppendTime"}})
-        return ScoringSetup(self.broker.bootstrap_servers, self.repo, self.store.base_url, workdir, topics)
+        return ScoringSetup(self.bootstrap, self.repo, self.store.base_url, workdir, topics)
 
     def warm_then_measure(self, setup: ScoringSetup, job: RunningJob, n: int, timeout_s: float,
                           before_measure=None, workload: Workload | None = None) -> float:
@@ -298,9 +312,16 @@ class Bench:
                 setup.publish(name, data_type, "pmml", self.samples["wine-pmml"] / "model.pmml")
 
     def run_job(self, setup: ScoringSetup, n: int, timeout_s: float, module: str = "jobs.scoring_job",
-                before_measure=None, workload: Workload | None = None, **job_args) -> dict:
+                before_measure=None, workload: Workload | None = None, tls: bool = False, **job_args) -> dict:
         """A job (the scoring job, or the bare baseline) warmed up, then measured: its steady
-        rate over the n records, with the model events it reported."""
+        rate over the n records, with the model events it reported. `tls`: the job reaches
+        Kafka over SASL_SSL as a principal with the job's ACLs; the bench's own clients stay
+        on the plaintext listener."""
+        if tls:
+            grant(self.broker.admin, job_acls(BENCH_JOB, setup.topics, setup.group_id))
+            job_args |= {"bootstrap_servers": self.broker.bootstrap_servers,
+                         "kafka_config": self.broker.security.write_client_properties(
+                             self.broker.bootstrap_servers, BENCH_JOB)}
         env = {**os.environ, "SCORING_EXTRA_BACKENDS": "99=bench.remote_model:RemoteHttpBackend"}
         defaults = ScoringOptions()  # the job's, where a case does not say otherwise
         job_args = {"batch_size": defaults.batch_size, "batch_max_wait_ms": defaults.batch_max_wait_ms, **job_args}
@@ -439,6 +460,50 @@ def formats_case(bench: Bench, n: int) -> dict:
             label=f"digits, explaining {fraction:.0%}")["rps"]
     for fraction in (0.01, 1.0):
         out[f"explain_{fraction:g}_over_none"] = out[f"explain_{fraction:g}_rps"] / out["explain_0_rps"]
+    return out
+
+
+def trust_checks(bench: Bench, repeats: int = 20) -> list[dict]:
+    """Per model load, in-process: the signature check (Ed25519 over the descriptor's
+    statement), the SHA-256 of the artifact the fetcher checks, and the graph check of a
+    SavedModel (parse saved_model.pb, walk every node and function), by model size; medians."""
+    from contract import signing
+    from scoring.backends.graph_check import unsafe_ops
+
+    key = signing.load_private_key(bench.keys / "private.pem")
+    trusted = signing.load_trusted_keys([str(bench.keys / "public.pem")])
+    rows = []
+    for sample in ("wine-tf", "digits-tf", "spam-tf"):
+        folder = bench.samples[sample] / "saved_model"
+        graph = (folder / "saved_model.pb").read_bytes()
+        artifact = b"".join(f.read_bytes() for f in sorted(folder.rglob("*")) if f.is_file())
+        d = pb.ModelDescriptor(name=sample, data_type=sample, model_type=pb.TENSORFLOW_SAVED_MODEL, version=1,
+                               sha256=hashlib.sha256(artifact).hexdigest())
+        signing.sign(d, key)
+
+        def median_ms(work) -> float:
+            times = []
+            for _ in range(repeats):
+                started = time.perf_counter()
+                work()
+                times.append((time.perf_counter() - started) * 1000)
+            return statistics.median(times)
+        rows.append({"model": sample, "artifact_kb": len(artifact) / 1024, "graph_kb": len(graph) / 1024,
+                     "verify_signature_ms": median_ms(lambda d=d: signing.verify(d, trusted)),
+                     "sha256_ms": median_ms(lambda a=artifact: hashlib.sha256(a).hexdigest()),
+                     "graph_check_ms": median_ms(lambda g=graph: unsafe_ops(g))})
+        log(f"trust checks {sample}: {rows[-1]}")
+    return rows
+
+
+def security_case(bench: Bench, n: int) -> dict:
+    """The job reading and writing Kafka over SASL_SSL (TLS, SCRAM-SHA-512, ACLs enforced)
+    against plaintext, on pass-through and PMML, back to back; and the trust checks' cost."""
+    out: dict = {"trust_checks": trust_checks(bench)}
+    for kind in ("passthrough", "pmml"):
+        out[f"{kind}_plaintext_rps"] = throughput_case(bench, kind, 1, n, label=f"{kind} plaintext")["rps"]
+        out[f"{kind}_tls_rps"] = throughput_case(bench, kind, 1, n, label=f"{kind} SASL_SSL", tls=True)["rps"]
+        out[f"{kind}_tls_over_plaintext"] = out[f"{kind}_tls_rps"] / out[f"{kind}_plaintext_rps"]
     return out
 
 
@@ -732,7 +797,7 @@ def main(argv: list[str] | None = None) -> int:
     stop_on_sigterm()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--records", type=int, default=200_000)
-    p.add_argument("--only", default="throughput,latency,formats,swap,rollout,many_models,batch_sweep")
+    p.add_argument("--only", default="throughput,latency,formats,security,swap,rollout,many_models,batch_sweep")
     p.add_argument("--models", type=int, default=1000)
     p.add_argument("--name", default="", help="a partial run: write bench/results/<date>-<name>.{json,md}, "
                                               "not latest.*")
@@ -763,6 +828,9 @@ def main(argv: list[str] | None = None) -> int:
             write_report(report, args.name)
         if "formats" in only:
             report["formats"] = formats_case(bench, args.records)
+            write_report(report, args.name)
+        if "security" in only:
+            report["security"] = security_case(bench, args.records)
             write_report(report, args.name)
         if "bundles" in only:  # not in the default run: `--only bundles`
             report["bundles"] = bundles_case(bench, args.records)

@@ -1,11 +1,14 @@
-"""Attacks on what the job runs, against a job that trusts only the run's key: an unsigned
-model, one signed by another key, signed bytes swapped inline or at the store, a signature
-replayed for another version, and a signed SavedModel that reads a file. Each must be
-refused with its reason while the current model scores every record."""
+"""Attacks on what the job runs, against a job that trusts only the run's key and reads Kafka
+as a principal with its ACLs: an unsigned model, one signed by another key, signed bytes
+swapped inline or at the store, a signature replayed for another version, a signed
+SavedModel that reads a file, and a principal without ACLs on the models topic publishing.
+Each must be refused with its reason while the current model scores every record."""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+from kafka.errors import KafkaError
 
 from contract import scoring_pb2 as pb
 from contract import signing
@@ -13,8 +16,9 @@ from faults import bad_models
 from faults.cases import Case, Verdict, bad_model_case
 from faults.outputs import is_event
 from faults.report import Check
-from faults.world import World
+from faults.world import APP, World
 from model_store import cli
+from model_store.kafka_io import consume, kafka_problem, produce_keyed
 from model_store.repository import StoredModel, pack_saved_model
 
 GUARD = "signed-guard"
@@ -30,7 +34,7 @@ def _unsigned(world: World, stored: StoredModel, inline: bool = False) -> pb.Mod
 
 
 def _send(world: World, d: pb.ModelDescriptor) -> None:
-    world.signed_job().setup.announce([d.SerializeToString()])
+    world.guarded_job().setup.announce([d.SerializeToString()])
 
 
 def _pmml(world: World) -> Path:
@@ -96,6 +100,28 @@ def signed_file_reader(world: World, scratch: Path):
     return [refused(Event.ERROR, d, "refused before loading: it uses ReadFile")], [nothing_written]
 
 
+def producer_without_acls(world: World, scratch: Path):
+    """An application allowed only to send records publishes a model the trusted key signed:
+    the broker refuses the write, so the job never sees it."""
+    d = world.descriptor(_stored(world, _pmml(world)))
+    topic = world.guarded_job().setup.topics["models"]
+    try:
+        produce_keyed(world.as_principal(APP), topic, [(GUARD.encode(), d.SerializeToString())])
+        outcome = "the broker accepted the write"
+    except KafkaError as err:
+        outcome = kafka_problem(err)
+
+    def refused_by_the_broker() -> Check:
+        return Check(f"the broker refused {APP.name}'s write to the models topic",
+                     "TopicAuthorizationFailed" in outcome, outcome[:200])
+
+    def never_on_the_topic() -> Check:
+        versions = [pb.ModelDescriptor.FromString(v).version for v in consume(world.bootstrap, topic, timeout_s=3)]
+        return Check(f"v{d.version} never reached the models topic", d.version not in versions,
+                     f"versions on the topic: {versions}")
+    return [], [refused_by_the_broker, never_on_the_topic]
+
+
 def _file_reading_saved_model(target: Path, marker: Path) -> None:
     import tensorflow as tf
 
@@ -113,7 +139,7 @@ def _file_reading_saved_model(target: Path, marker: Path) -> None:
 def cases(tensorflow: bool = True) -> dict[str, Case]:
     attempts = {"unsigned-model": unsigned, "signed-by-another-key": another_key,
                 "signed-bytes-swapped-inline": swapped_inline_bytes, "signed-bytes-swapped-at-store": swapped_at_the_store,
-                "signature-replayed": replayed_signature}
+                "signature-replayed": replayed_signature, "producer-without-acls": producer_without_acls}
     if tensorflow:
         attempts["signed-file-reading-savedmodel"] = signed_file_reader
-    return {name: bad_model_case(name, attempt, on=World.signed_job, guard=GUARD) for name, attempt in attempts.items()}
+    return {name: bad_model_case(name, attempt, on=World.guarded_job, guard=GUARD) for name, attempt in attempts.items()}

@@ -20,8 +20,10 @@ from faults.stream import RecordStream, Section
 from infra import flink_cluster, paths
 from infra.job_harness import RunningJob, ScoringSetup
 from infra.kafka_broker import KafkaBroker
+from infra.kafka_security import BrokerSecurity, Principal, grant, job_acls
 from infra.procs import free_port, wait_until
 from model_store import cli
+from model_store.kafka_config import KafkaClientConfig
 from model_store.repository import ModelRepository, StoredModel
 from samples.build import build_all
 
@@ -29,6 +31,7 @@ MAX_RECORD_BYTES = 64 * 1024
 MAX_ARTIFACT_BYTES = 2 * 1024 * 1024
 RECOVERY_TIMEOUT_S = 300
 Event = pb.ModelEvent
+GUARDED_JOB, APP = Principal("guarded-scoring-job"), Principal("billing-app")
 
 
 @dataclass
@@ -63,7 +66,7 @@ class World:
         self.stack = ExitStack()
         self.jobs: list[Job] = []
         self.served: dict[str, int] = {}  # data type -> the version serving it
-        self._signed: Job | None = None
+        self._guarded: Job | None = None
 
     # ---- start and stop ---------------------------------------------------------------------
     def __enter__(self) -> World:
@@ -81,11 +84,14 @@ class World:
     def _start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.samples = build_all(paths.RUN / "samples", ["wine-pmml", "wine-tf", "digits-tf"])
-        port = free_port()
-        while port + 1 >= 65535:
-            port = free_port()
-        self.broker = KafkaBroker(self.workdir / "kafka", port)
-        say(f"starting Kafka on {self.broker.bootstrap_servers}")
+        port, internal = free_port(), free_port()
+        while port + 1 >= 65535 or internal in (port, port + 1):
+            port, internal = free_port(), free_port()
+        # The run's own tools use the PLAINTEXT listener; the guarded job and the attacks'
+        # principals the SASL_SSL one, where ACLs decide.
+        security = BrokerSecurity(self.workdir / "kafka-tls", users=(GUARDED_JOB, APP))
+        self.broker = KafkaBroker(self.workdir / "kafka", port, security, internal_port=internal)
+        say(f"starting Kafka on 127.0.0.1:{internal} (plaintext) and {self.broker.bootstrap_servers} (SASL_SSL)")
         self.broker.start()
         self.stack.callback(self.broker.stop)
         signing.new_key_pair(self.workdir / "keys")
@@ -119,19 +125,28 @@ class World:
         say(f"submitted the scoring job ({delivery}): {job_id}")
         return Job(delivery, setup, job_id, outputs)
 
-    def signed_job(self) -> Job:
-        """A job that runs only what the run's key signed (the attack cases), started on first
-        use on a MiniCluster: the cluster's slots hold the other jobs."""
-        if self._signed is None:
-            setup = ScoringSetup(self.bootstrap, self.repo, self.store.base_url, self.workdir / "signed")
-            args = setup.job_args(trusted_keys=str(self.workdir / "keys" / "public.pem"), no_model_policy="dead-letter",
-                                  load_retry_s=self.retry_after_s, stats_interval_ms=5000)
+    def guarded_job(self) -> Job:
+        """A job that runs only what the run's key signed and reaches Kafka over SASL_SSL as a
+        principal with the job's ACLs (the attack cases), started on first use on a
+        MiniCluster: the cluster's slots hold the other jobs."""
+        if self._guarded is None:
+            setup = ScoringSetup(self.bootstrap, self.repo, self.store.base_url, self.workdir / "guarded")
+            grant(self.broker.admin, job_acls(GUARDED_JOB, setup.topics, setup.group_id))
+            args = setup.job_args(
+                bootstrap_servers=self.broker.bootstrap_servers,
+                kafka_config=self.broker.security.write_client_properties(self.broker.bootstrap_servers, GUARDED_JOB),
+                trusted_keys=str(self.workdir / "keys" / "public.pem"), no_model_policy="dead-letter",
+                load_retry_s=self.retry_after_s, stats_interval_ms=5000)
             self.stack.enter_context(RunningJob(args, setup.workdir / "job.log"))
             outputs = JobOutputs(setup)
             self.stack.callback(outputs.close)
-            self._signed = Job("signed", setup, "minicluster", outputs)
-            say("started the signed job (--trusted-keys) on a MiniCluster")
-        return self._signed
+            self._guarded = Job("guarded", setup, "minicluster", outputs)
+            say("started the guarded job (--trusted-keys, SASL_SSL with its ACLs) on a MiniCluster")
+        return self._guarded
+
+    def as_principal(self, principal: Principal) -> KafkaClientConfig:
+        """How `principal` reaches the broker: the SASL_SSL listener, its ACLs."""
+        return self.broker.security.client(self.broker.bootstrap_servers, principal)
 
     @staticmethod
     def _cancel(job_id: str) -> None:
@@ -142,7 +157,8 @@ class World:
 
     @property
     def bootstrap(self) -> str:
-        return self.broker.bootstrap_servers
+        """The PLAINTEXT listener the run's own tools (and the jobs but the guarded one) use."""
+        return f"127.0.0.1:{self.broker.internal_port}"
 
     @property
     def eo(self) -> Job:

@@ -23,6 +23,7 @@ from infra import paths
 from infra.procs import stop_marked
 from infra.topics import create_job_topics, unique_topics
 from model_store import cli
+from model_store.kafka_config import KafkaClientConfig
 from model_store.kafka_io import consume, produce, produce_keyed
 from model_store.repository import ModelRepository
 
@@ -37,10 +38,23 @@ class ScoringSetup:
     workdir: Path
     topics: dict[str, str] = field(default_factory=lambda: unique_topics(*ROLES))
     models_topic_config: Mapping[str, str] = field(default_factory=lambda: MODELS_TOPIC_CONFIG)
+    # A client properties file for the tests' own clients, the CLI and (by default) the job.
+    kafka_config: Path | None = None
 
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        create_job_topics(self.bootstrap, self.topics, partitions=1, models_config=self.models_topic_config)
+        self.kafka = KafkaClientConfig.load(self.bootstrap, self.kafka_config)
+        create_job_topics(self.kafka, self.topics, partitions=1, models_config=self.models_topic_config)
+
+    def cli(self, *args: str) -> int:
+        """`model-store` with this setup's store and Kafka settings."""
+        kafka = ["--kafka-config", str(self.kafka_config)] if self.kafka_config else []
+        return cli.main(["--store-root", str(self.repo.root), "--bootstrap-servers", self.bootstrap, *kafka, *args])
+
+    @property
+    def group_id(self) -> str:
+        """The job's consumer group, and the prefix of its transactional ids."""
+        return "test-" + self.topics["data"]
 
     def job_args(self, **overrides) -> list[str]:
         args = {
@@ -51,13 +65,14 @@ class ScoringSetup:
             "dead-letters-topic": self.topics["dead-letters"],
             "model-events-topic": self.topics["model-events"],
             "pairs-topic": self.topics["pairs"],
-            "group-id": "test-" + self.topics["data"],
+            "group-id": self.group_id,
             "store-allow-list": self.store_url + "/",
             "model-cache-dir": str(self.workdir / "model-cache"),
             "checkpoint-interval-ms": "1000",
             "checkpoint-dir": (self.workdir / "checkpoints").as_uri(),
             "batch-max-wait-ms": "20",
             "stats-interval-ms": "1000",
+            "kafka-config": str(self.kafka_config or ""),
         }
         args.update({k.replace("_", "-"): str(v) for k, v in overrides.items()})
         return [item for k, v in args.items() for item in (f"--{k}", v)]
@@ -65,19 +80,16 @@ class ScoringSetup:
     def publish(self, name: str, data_type: str, model_type: str, path: Path,
                 inline_max_bytes: int = 0, flags: Iterable[str] = ()) -> None:
         """`flags`: more of the CLI's publish flags, e.g. ["--shadow", "--min-records", "200"]."""
-        code = cli.main(["--store-root", str(self.repo.root), "--bootstrap-servers", self.bootstrap,
-                         "publish", "--name", name, "--data-type", data_type, "--type", model_type,
-                         "--path", str(path), "--topic", self.topics["models"],
-                         "--base-url", self.store_url, "--inline-max-bytes", str(inline_max_bytes),
-                         *flags])
+        code = self.cli("publish", "--name", name, "--data-type", data_type, "--type", model_type,
+                        "--path", str(path), "--topic", self.topics["models"],
+                        "--base-url", self.store_url, "--inline-max-bytes", str(inline_max_bytes), *flags)
         assert code == 0
 
     def model_command(self, command: str, name: str, version: int) -> None:
         """rollback, promote or abort, as a user types them."""
         extra = ["--events-topic", self.topics["model-events"]] if command == "abort" else []
-        code = cli.main(["--store-root", str(self.repo.root), "--bootstrap-servers", self.bootstrap,
-                         command, "--name", name, "--version", str(version), "--topic", self.topics["models"],
-                         "--base-url", self.store_url, *extra])
+        code = self.cli(command, "--name", name, "--version", str(version), "--topic", self.topics["models"],
+                        "--base-url", self.store_url, *extra)
         assert code == 0
 
     def rollback(self, name: str, version: int) -> None:
@@ -86,29 +98,29 @@ class ScoringSetup:
     def announce(self, messages: Iterable[bytes]) -> None:
         """Raw model messages (descriptors, or anything else) onto the models topic, keyed by
         data type as the compacted topic needs; what does not parse under the key `unparsed`."""
-        produce_keyed(self.bootstrap, self.topics["models"], ((model_key(m), m) for m in messages))
+        produce_keyed(self.kafka, self.topics["models"], ((model_key(m), m) for m in messages))
 
     def send_records(self, data_type: str, rows: Iterable[dict], prefix: str, as_json: bool = False) -> list[str]:
         records = [make_record(f"{prefix}-{i}", data_type, row, int(time.time() * 1000))
                    for i, row in enumerate(rows)]
         encode = record_as_json if as_json else pb.DataRecord.SerializeToString
-        produce(self.bootstrap, self.topics["data"], (encode(r) for r in records))
+        produce(self.kafka, self.topics["data"], (encode(r) for r in records))
         return [r.record_id for r in records]
 
     def send_raw(self, values: Iterable[bytes]) -> None:
-        produce(self.bootstrap, self.topics["data"], values)
+        produce(self.kafka, self.topics["data"], values)
 
     def scores(self, expected: int | None = None, timeout_s: float = 90) -> list[pb.ScoringResult]:
         return [read_result(v)
-                for v in consume(self.bootstrap, self.topics["scores"], expected, timeout_s)]
+                for v in consume(self.kafka, self.topics["scores"], expected, timeout_s)]
 
     def dead_letters(self, expected: int | None = None, timeout_s: float = 60) -> list[pb.DeadLetter]:
         return [pb.DeadLetter.FromString(v)
-                for v in consume(self.bootstrap, self.topics["dead-letters"], expected, timeout_s)]
+                for v in consume(self.kafka, self.topics["dead-letters"], expected, timeout_s)]
 
     def events(self, timeout_s: float = 5) -> list[pb.ModelEvent]:
         return [pb.ModelEvent.FromString(v)
-                for v in consume(self.bootstrap, self.topics["model-events"], None, timeout_s)]
+                for v in consume(self.kafka, self.topics["model-events"], None, timeout_s)]
 
     def find_event(self, state: int, data_type: str, version: int, timeout_s: float = 2) -> pb.ModelEvent | None:
         """The first event of this state, data type and version the topic holds now."""

@@ -23,8 +23,10 @@ from pathlib import Path
 from string import Template
 
 from infra import paths
+from infra.kafka_security import BrokerSecurity
 from infra.procs import ensure_port_free, port_is_open, stop_pid, wait_until
 from infra.topics import create_job_topics
+from model_store.kafka_config import KafkaClientConfig
 
 DEFAULT_PORT = 9092
 START_TIMEOUT_S = 90
@@ -62,8 +64,20 @@ def new_cluster_id() -> str:
 
 @dataclass
 class KafkaBroker:
+    """Plaintext without authentication, or with `security` a SASL_SSL listener that
+    enforces ACLs (infra/kafka_security.py), and with `internal_port` also a PLAINTEXT one
+    for trusted tools on this host (its principal, ANONYMOUS, is a super user)."""
+
     data_dir: Path
     port: int = DEFAULT_PORT
+    security: BrokerSecurity | None = None
+    internal_port: int | None = None
+
+    def client_listeners(self) -> dict[str, int]:
+        """Port by protocol (the listener names are the protocols)."""
+        if not self.security:
+            return {"PLAINTEXT": self.port}
+        return {"SASL_SSL": self.port, **({"PLAINTEXT": self.internal_port} if self.internal_port else {})}
 
     @property
     def controller_port(self) -> int:
@@ -72,6 +86,13 @@ class KafkaBroker:
     @property
     def bootstrap_servers(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def admin(self) -> KafkaClientConfig:
+        """How to reach the broker as its super user."""
+        if self.security:
+            return self.security.client(self.bootstrap_servers, self.security.admin)
+        return KafkaClientConfig(self.bootstrap_servers)
 
     @property
     def pid_file(self) -> Path:
@@ -103,7 +124,12 @@ class KafkaBroker:
         template = Template((paths.INFRA / "kafka" / "server.properties").read_text())
         self.config_file.write_text(
             template.substitute(
-                port=self.port, controller_port=self.controller_port, data_dir=self.data_dir
+                listeners=",".join(f"{name}://127.0.0.1:{port}" for name, port in self.client_listeners().items()),
+                protocol_map=",".join(f"{name}:{name}" for name in self.client_listeners()),
+                protocol="SASL_SSL" if self.security else "PLAINTEXT",
+                controller_port=self.controller_port,
+                data_dir=self.data_dir,
+                security=self.security.server_properties() if self.security else "",
             )
         )
 
@@ -117,6 +143,7 @@ class KafkaBroker:
             "--ignore-formatted",
             f"--cluster-id={new_cluster_id()}",
             f"--config={self.config_file}",
+            *(f"--add-scram={c}" for c in (self.security.scram_credentials() if self.security else [])),
         )
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         if done.returncode != 0:
@@ -135,7 +162,8 @@ class KafkaBroker:
             if port_is_open(self.port):
                 return
             raise BrokerError(f"A broker process is recorded in {self.pid_file} but port {self.port} is closed.")
-        ensure_port_free(self.port, "Kafka broker")
+        for name, port in self.client_listeners().items():
+            ensure_port_free(port, f"Kafka broker ({name})")
         ensure_port_free(self.controller_port, "Kafka controller")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._write_config()
@@ -165,9 +193,7 @@ class KafkaBroker:
         from kafka.errors import KafkaError
 
         try:
-            admin = KafkaAdminClient(
-                bootstrap_servers=self.bootstrap_servers, request_timeout_ms=5000
-            )
+            admin = KafkaAdminClient(**self.admin.python_kwargs(), request_timeout_ms=5000)
         except KafkaError:
             return False
         try:
@@ -186,7 +212,7 @@ class KafkaBroker:
 
     def create_job_topics(self, names: dict[str, str], partitions: int = 1) -> None:
         """Create the job's topics (by role) that do not exist yet, the models topic compacted."""
-        create_job_topics(self.bootstrap_servers, names, partitions)
+        create_job_topics(self.admin, names, partitions)
 
 
 def default_broker(port: int | None = None, data_dir: Path | None = None) -> KafkaBroker:

@@ -12,14 +12,15 @@ from kafka.admin import NewTopic
 
 from contract.topics import MODELS_TOPIC_CONFIG
 from infra.procs import wait_until
-from model_store.kafka_io import committed_reader, consume
+from model_store.kafka_config import client_config
+from model_store.kafka_io import Kafka, committed_reader, consume
 
 
-def create_topics(bootstrap: str, names: Iterable[str], partitions: int = 1,
+def create_topics(kafka: Kafka, names: Iterable[str], partitions: int = 1,
                   configs: Mapping[str, Mapping[str, str]] | None = None) -> None:
     """Create the topics that do not exist yet; `configs` holds topic-level settings by name."""
     names, configs = list(names), configs or {}
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = KafkaAdminClient(**client_config(kafka).python_kwargs())
     try:
         existing = set(admin.list_topics())
         new = [NewTopic(n, partitions, 1, topic_configs=dict(configs.get(n, {})))
@@ -31,11 +32,11 @@ def create_topics(bootstrap: str, names: Iterable[str], partitions: int = 1,
         admin.close()
 
 
-def create_job_topics(bootstrap: str, names: Mapping[str, str], partitions: int = 1,
+def create_job_topics(kafka: Kafka, names: Mapping[str, str], partitions: int = 1,
                       models_config: Mapping[str, str] = MODELS_TOPIC_CONFIG) -> None:
     """The job's topics by role (`TopicNames` fields, or `data`, `models`, ...); the models
     topic compacted."""
-    create_topics(bootstrap, names.values(), partitions, {names["models"]: models_config})
+    create_topics(kafka, names.values(), partitions, {names["models"]: models_config})
 
 
 # For tests and faults: compaction as soon as the broker's log cleaner looks (every 15 s by

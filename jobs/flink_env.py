@@ -15,7 +15,8 @@ from pyflink.datastream.connectors.kafka import (
     KafkaSource,
 )
 
-from jobs.jars import kafka_connector_jar
+from jobs.jars import kafka_connector_jar, shaded_class_names
+from model_store.kafka_config import KafkaClientConfig, client_config
 
 STARTING_OFFSETS = {
     "earliest": KafkaOffsetsInitializer.earliest,
@@ -52,16 +53,17 @@ def execution_environment(
 
 
 def bytes_source(
-    bootstrap_servers: str,
+    kafka: str | KafkaClientConfig,
     topic: str,
     group_id: str,
     starting_offsets: str = "earliest",
     bounded: bool = False,
 ) -> KafkaSource:
     """A source of raw record values (Python `bytes`)."""
+    kafka = client_config(kafka)
     builder = (
         KafkaSource.builder()
-        .set_bootstrap_servers(bootstrap_servers)
+        .set_bootstrap_servers(kafka.bootstrap)
         .set_topics(topic)
         .set_group_id(group_id)
         .set_starting_offsets(STARTING_OFFSETS[starting_offsets]())
@@ -72,19 +74,20 @@ def bytes_source(
     )
     if bounded:
         builder = builder.set_bounded(KafkaOffsetsInitializer.latest())
-    return builder.build()
+    return with_properties(builder, kafka).build()
 
 
 def bytes_sink(
-    bootstrap_servers: str,
+    kafka: str | KafkaClientConfig,
     topic: str,
     delivery: str = "at-least-once",
     transactional_id_prefix: str | None = None,
 ) -> KafkaSink:
     """A sink of raw record values (Python `bytes`) to one topic."""
+    kafka = client_config(kafka)
     builder = (
         KafkaSink.builder()
-        .set_bootstrap_servers(bootstrap_servers)
+        .set_bootstrap_servers(kafka.bootstrap)
         .set_record_serializer(
             KafkaRecordSerializationSchema.builder()
             .set_topic(topic)
@@ -98,4 +101,12 @@ def bytes_sink(
         # Must not exceed the broker's transaction.max.timeout.ms.
         builder = builder.set_transactional_id_prefix(transactional_id_prefix or topic)
         builder = builder.set_property("transaction.timeout.ms", str(15 * 60 * 1000))
-    return builder.build()
+    return with_properties(builder, kafka).build()
+
+
+def with_properties(builder, kafka: KafkaClientConfig):
+    """The client properties (security and any other) on a source's or sink's Kafka clients,
+    class names relocated as the connector jar has them."""
+    for key, value in kafka.properties.items():
+        builder = builder.set_property(key, shaded_class_names(value))
+    return builder

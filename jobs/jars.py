@@ -1,6 +1,7 @@
 """The JVM jars a job ships with (fetched into lib/flink by `make jars`). No PyFlink here:
 the tools that submit jobs with `flink run -j` import it too."""
 
+import re
 from pathlib import Path
 
 FLINK_LIB = Path(__file__).resolve().parents[1] / "lib" / "flink"
@@ -13,3 +14,13 @@ def kafka_connector_jar() -> Path:
             f"The Flink Kafka connector jar is missing from {FLINK_LIB}: run `make jars`."
         )
     return jars[-1]
+
+
+# The SQL connector jar relocates the Kafka client: class names inside client properties
+# (a JAAS login module, a callback handler) must carry this prefix to be found.
+SHADED_KAFKA_PREFIX = "org.apache.flink.kafka.shaded."
+
+
+def shaded_class_names(value: str) -> str:
+    """`value` with the Kafka client's class names as the connector jar has them."""
+    return re.sub(r"(?<![\w.])org\.apache\.kafka\.", SHADED_KAFKA_PREFIX + "org.apache.kafka.", value)

@@ -36,6 +36,7 @@ from jobs.operators import (
     ParseRecords,
     ScoreRecords,
 )
+from model_store.kafka_config import KafkaClientConfig, KafkaConfigError
 from model_store.kafka_io import check_models_topic
 from scoring.options import ScoringOptions
 
@@ -53,6 +54,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         p.add_argument(name, **kwargs)
 
     flag("--bootstrap-servers", default="127.0.0.1:9092")
+    flag("--kafka-config", default="",
+         help="a Kafka client properties file (security.protocol, sasl.*, ssl.*, ...) for every "
+              "source and sink; certificate and key files must exist at the same paths on the TaskManagers")
     flag("--data-topic", default=topics.data)
     flag("--models-topic", default=topics.models)
     flag("--scores-topic", default=topics.scores)
@@ -141,15 +145,17 @@ def options_from(args: argparse.Namespace) -> ScoringOptions:
 def build(env, args: argparse.Namespace, parse_records=None, score=None) -> None:
     """Sources -> parse -> connect(keyed records, broadcast models) -> score -> sinks.
     The benchmarks' bare-PyFlink baseline passes identity functions for the two."""
+    kafka = kafka_config(args)
+
     def source(topic: str, group: str):
         return env.from_source(
-            bytes_source(args.bootstrap_servers, topic, group, args.starting_offsets),
+            bytes_source(kafka, topic, group, args.starting_offsets),
             WatermarkStrategy.no_watermarks(), f"kafka: {topic}")
 
     options = options_from(args)
 
     def sink(stream, topic: str, name: str) -> None:
-        stream.sink_to(bytes_sink(args.bootstrap_servers, topic, args.delivery,
+        stream.sink_to(bytes_sink(kafka, topic, args.delivery,
                                   transactional_id_prefix=f"{args.group_id}-{name}")).name(f"kafka: {topic}")
 
     records = (source(args.data_topic, args.group_id)
@@ -158,7 +164,7 @@ def build(env, args: argparse.Namespace, parse_records=None, score=None) -> None
                .name("parse records"))
     # Model updates are read from the start, so a fresh job learns every data type's model.
     models = (env.from_source(
-                  bytes_source(args.bootstrap_servers, args.models_topic, args.group_id + "-models", "earliest"),
+                  bytes_source(kafka, args.models_topic, args.group_id + "-models", "earliest"),
                   WatermarkStrategy.no_watermarks(), f"kafka: {args.models_topic}")
               .process(ParseDescriptors(options.trusted_keys), output_type=BYTES)
               .name("parse model descriptors"))
@@ -176,10 +182,17 @@ def build(env, args: argparse.Namespace, parse_records=None, score=None) -> None
         sink(scored.get_side_output(SHADOW_PAIRS), args.pairs_topic, "pairs")
 
 
+def kafka_config(args: argparse.Namespace) -> KafkaClientConfig:
+    try:
+        return KafkaClientConfig.load(args.bootstrap_servers, args.kafka_config)
+    except KafkaConfigError as err:
+        sys.exit(f"error: --kafka-config: {err}")
+
+
 def check_models_topic_or_exit(args: argparse.Namespace) -> None:
     """A models topic that deletes old messages forgets the models of a job started later."""
     problem = "" if args.models_topic_check == "off" else check_models_topic(
-        args.bootstrap_servers, args.models_topic)
+        kafka_config(args), args.models_topic)
     if problem and args.models_topic_check == "refuse":
         sys.exit(f"error: not starting: {problem}. Create it compacted (README, 'The models topic'), "
                  "or start with --models-topic-check warn.")

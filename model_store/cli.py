@@ -29,6 +29,8 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from kafka.errors import KafkaError
+
 from contract import scoring_pb2 as pb
 from contract import signing
 from contract.json_records import record_as_json
@@ -37,7 +39,15 @@ from contract.rollout import describe_policy, policy_problem
 from contract.topics import TopicNames
 from contract.values import make_record
 from model_store import explain, object_store, tail
-from model_store.kafka_io import check_models_topic, consume, produce, produce_keyed
+from model_store.kafka_config import KafkaClientConfig
+from model_store.kafka_io import (
+    Kafka,
+    check_models_topic,
+    consume,
+    kafka_problem,
+    produce,
+    produce_keyed,
+)
 from model_store.repository import ModelRepository, StoredModel
 from model_store.server import DEFAULT_PORT, DEFAULT_ROOT
 from model_store.status import fold, render
@@ -71,14 +81,14 @@ def upload_if_remote(repo: ModelRepository, stored: StoredModel, d: pb.ModelDesc
         object_store.upload(repo.artifact_path(stored), d.location)
 
 
-def announce(bootstrap: str, topic: str, descriptors: Iterable[pb.ModelDescriptor]) -> int:
+def announce(kafka: Kafka, topic: str, descriptors: Iterable[pb.ModelDescriptor]) -> int:
     """Descriptors onto the models topic, each keyed by its data type: the topic is compacted,
     and the latest message of every data type is the one it keeps."""
-    return produce_keyed(bootstrap, topic, ((d.data_type.encode(), d.SerializeToString()) for d in descriptors))
+    return produce_keyed(kafka, topic, ((d.data_type.encode(), d.SerializeToString()) for d in descriptors))
 
 
-def warn_unless_compacted(bootstrap: str, topic: str) -> None:
-    problem = check_models_topic(bootstrap, topic)
+def warn_unless_compacted(kafka: Kafka, topic: str) -> None:
+    problem = check_models_topic(kafka, topic)
     if problem:
         print(f"warning: {problem}. See the README, 'The models topic'.", file=sys.stderr)
 
@@ -119,8 +129,8 @@ def cmd_publish(args, repo: ModelRepository) -> int:
         signing.sign(d, signing.load_private_key(args.signing_key))
         repo.save_signature(stored, d)
     upload_if_remote(repo, stored, d)
-    announce(args.bootstrap_servers, args.topic, [d])
-    warn_unless_compacted(args.bootstrap_servers, args.topic)
+    announce(args.kafka, args.topic, [d])
+    warn_unless_compacted(args.kafka, args.topic)
     how = "inline" if d.WhichOneof("artifact") == "inline_bytes" else d.location
     how += f", signed by key {d.signing_key_id[:16]}..." if d.signature else ""
     print(f"published {stored.name} v{stored.version} ({stored.model_type}, {stored.size_bytes} bytes, "
@@ -136,7 +146,7 @@ def announce_stored(args, repo: ModelRepository, action: int) -> StoredModel:
     d = descriptor_for(repo, stored, args.base_url, args.inline_max_bytes,
                        action=action, signature_name=args.signature_name)
     upload_if_remote(repo, stored, d)
-    announce(args.bootstrap_servers, args.topic, [d])
+    announce(args.kafka, args.topic, [d])
     return stored
 
 
@@ -151,7 +161,7 @@ def cmd_abort(args, repo: ModelRepository) -> int:
     abort message would leave a job started later with no model for the data type."""
     stored = repo.get(args.name, args.version)
     events = [pb.ModelEvent.FromString(v)
-              for v in consume(args.bootstrap_servers, args.events_topic, timeout_s=args.timeout)]
+              for v in consume(args.kafka, args.events_topic, timeout_s=args.timeout)]
     serving = fold(events).get(stored.data_type)
     if serving is None or not serving.model:
         raise ValueError(f"no model serves '{stored.data_type}' according to {args.events_topic}; "
@@ -174,7 +184,7 @@ def cmd_list(args, repo: ModelRepository) -> int:
 
 def cmd_rollback(args, repo: ModelRepository) -> int:
     stored = announce_stored(args, repo, pb.ModelDescriptor.ROLLBACK)
-    warn_unless_compacted(args.bootstrap_servers, args.topic)
+    warn_unless_compacted(args.kafka, args.topic)
     print(f"rollback of '{stored.data_type}' to {stored.name} v{stored.version} sent to {args.topic}")
     return 0
 
@@ -187,7 +197,7 @@ def cmd_send(args, repo: ModelRepository) -> int:
         for i, row in zip(range(args.count), itertools.cycle(rows))
     )
     encode = record_as_json if args.json else pb.DataRecord.SerializeToString
-    n = produce(args.bootstrap_servers, args.data_topic, (encode(r) for r in records))
+    n = produce(args.kafka, args.data_topic, (encode(r) for r in records))
     print(f"sent {n} '{args.data_type}' records{' as JSON' if args.json else ''} to {args.data_topic}")
     return 0
 
@@ -196,7 +206,7 @@ def cmd_tail(args, repo: ModelRepository) -> int:
     topics = TopicNames.from_env()
     topic = args.topic or {"scores": topics.scores, "dead-letters": topics.dead_letters,
                            "events": topics.model_events}[args.what]
-    return tail.tail(args.bootstrap_servers, topic, args.what, args.from_beginning, args.data_type,
+    return tail.tail(args.kafka, topic, args.what, args.from_beginning, args.data_type,
                      args.json, args.max)
 
 
@@ -208,13 +218,13 @@ def cmd_keygen(args, repo: ModelRepository) -> int:
 
 
 def cmd_explain(args, repo: ModelRepository) -> int:
-    return explain.explain(args.bootstrap_servers, args.scores_topic, args.data_topic, args.record_id, args.png,
+    return explain.explain(args.kafka, args.scores_topic, args.data_topic, args.record_id, args.png,
                            args.timeout)
 
 
 def cmd_status(args, repo: ModelRepository) -> int:
     events = [pb.ModelEvent.FromString(v)
-              for v in consume(args.bootstrap_servers, args.events_topic, timeout_s=args.timeout)]
+              for v in consume(args.kafka, args.events_topic, timeout_s=args.timeout)]
     print(render(fold(events)))
     return 0
 
@@ -225,6 +235,9 @@ def parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--store-root", type=Path, default=Path(os.environ.get("MODEL_STORE_ROOT", DEFAULT_ROOT)))
     p.add_argument("--bootstrap-servers", default=os.environ.get("BOOTSTRAP_SERVERS", "127.0.0.1:9092"))
+    p.add_argument("--kafka-config", type=Path, default=os.environ.get("KAFKA_CLIENT_CONFIG"),
+                   help="a Kafka client properties file: security.protocol, sasl.mechanism, sasl.jaas.config "
+                        "(PLAIN or SCRAM), ssl.truststore/keystore as PEM files [$KAFKA_CLIENT_CONFIG]")
     sub = p.add_subparsers(dest="command", required=True)
 
     def announcing(sp):
@@ -335,9 +348,13 @@ COMMANDS = {"publish": cmd_publish, "list": cmd_list, "rollback": cmd_rollback, 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
+        args.kafka = KafkaClientConfig.load(args.bootstrap_servers, args.kafka_config)
         return COMMANDS[args.command](args, ModelRepository(args.store_root))
     except (KeyError, ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KafkaError as err:
+        print(f"error: Kafka at {args.bootstrap_servers}: {kafka_problem(err)}", file=sys.stderr)
         return 2
 
 

@@ -19,16 +19,16 @@ import numpy as np
 from contract import scoring_pb2 as pb
 from contract.json_records import decode_record, read_result
 from contract.values import PyValue, inputs_of, to_python
-from model_store.kafka_io import consume
+from model_store.kafka_io import Kafka, consume
 
 PREFIX = "explanation."
 PUNCTUATION = re.compile(r"[!\"#$%&()*+,\-./:;<=>?@\[\\\]^_`{|}~']")  # TextVectorization's default
 
 
-def find(bootstrap: str, topic: str, record_id: str, read, timeout_s: float):
+def find(kafka: Kafka, topic: str, record_id: str, read, timeout_s: float):
     """The last message on `topic` (from its beginning) that is about `record_id`."""
     found = None
-    for value in consume(bootstrap, topic, None, timeout_s):
+    for value in consume(kafka, topic, None, timeout_s):
         try:
             message = read(value)
         except Exception:  # noqa: BLE001 - other messages on the topic: not ours
@@ -150,13 +150,13 @@ def _short(value) -> str:
     return str(value)
 
 
-def explain(bootstrap: str, scores_topic: str, data_topic: str, record_id: str, png: Path,
+def explain(kafka: Kafka, scores_topic: str, data_topic: str, record_id: str, png: Path,
             timeout_s: float = 10) -> int:
-    result = find(bootstrap, scores_topic, record_id, read_result, timeout_s)
+    result = find(kafka, scores_topic, record_id, read_result, timeout_s)
     if result is None:
         print(f"no result for record {record_id!r} on {scores_topic}")
         return 1
-    record = find(bootstrap, data_topic, record_id, lambda v: decode_record(v)[0], timeout_s)
+    record = find(kafka, data_topic, record_id, lambda v: decode_record(v)[0], timeout_s)
     if record is None:
         print(f"record {record_id!r} is not on {data_topic} (any more): its input cannot be drawn")
         return 1

@@ -8,33 +8,60 @@ from collections.abc import Iterable
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import ConfigResource
-from kafka.errors import KafkaError
+from kafka.errors import (
+    AuthorizationError,
+    KafkaError,
+    KafkaTimeoutError,
+    SaslAuthenticationFailedError,
+)
 
 from contract.topics import models_topic_problem
+from model_store.kafka_config import KafkaClientConfig, client_config
+
+# A bootstrap string (plaintext), or the bootstrap servers with client security properties.
+Kafka = str | KafkaClientConfig
 
 
-def produce(bootstrap: str, topic: str, values: Iterable[bytes], key: bytes | None = None) -> int:
-    return produce_keyed(bootstrap, topic, ((key, value) for value in values))
+def produce(kafka: Kafka, topic: str, values: Iterable[bytes], key: bytes | None = None) -> int:
+    return produce_keyed(kafka, topic, ((key, value) for value in values))
 
 
-def produce_keyed(bootstrap: str, topic: str, messages: Iterable[tuple[bytes | None, bytes]]) -> int:
-    """(key, value) pairs, in order; returns how many were sent."""
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20,
+def produce_keyed(kafka: Kafka, topic: str, messages: Iterable[tuple[bytes | None, bytes]]) -> int:
+    """(key, value) pairs, in order; returns how many were sent.
+
+    A send the broker refuses (e.g. not authorized) raises at the flush."""
+    producer = KafkaProducer(**client_config(kafka).python_kwargs(), acks="all", linger_ms=20,
                              batch_size=1 << 20, max_request_size=16 * 1024 * 1024)
     n = 0
     try:
+        refused: list[Exception] = []
         for key, value in messages:
-            producer.send(topic, value, key=key)
+            producer.send(topic, value, key=key).add_errback(refused.append)
             n += 1
         producer.flush()
+        if refused:
+            raise refused[0]
     finally:
         producer.close()
     return n
 
 
-def topic_config(bootstrap: str, topic: str, timeout_s: float = 10) -> dict[str, str]:
+def kafka_problem(err: KafkaError) -> str:
+    """What a Kafka client error means, and what to do about it."""
+    if isinstance(err, AuthorizationError):
+        return (f"the broker refused this principal ({err}): the ACLs do not allow it; "
+                "ask the cluster's admin for the grant, or use another principal's --kafka-config")
+    if isinstance(err, SaslAuthenticationFailedError):
+        return f"authentication failed ({err}): check the username and password in sasl.jaas.config"
+    if isinstance(err, KafkaTimeoutError):
+        return ("no broker answered: check the bootstrap servers, and that security.protocol in "
+                "--kafka-config is the one the listener speaks")
+    return str(err)
+
+
+def topic_config(kafka: Kafka, topic: str, timeout_s: float = 10) -> dict[str, str]:
     """Every configuration value of a topic, defaults included."""
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000))
+    admin = KafkaAdminClient(**client_config(kafka).python_kwargs(), request_timeout_ms=int(timeout_s * 1000))
     try:
         found = admin.describe_configs([ConfigResource("TOPIC", topic)], config_filter="all")
     finally:
@@ -43,10 +70,11 @@ def topic_config(bootstrap: str, topic: str, timeout_s: float = 10) -> dict[str,
     return {key: entry["value"] for key, entry in entries.items() if entry.get("value") is not None}
 
 
-def check_models_topic(bootstrap: str, topic: str) -> str:
+def check_models_topic(kafka: Kafka, topic: str) -> str:
     """Why `topic` is not fit to be the models topic ("" when it is), or why it cannot be told."""
+    bootstrap = client_config(kafka).bootstrap
     try:
-        config = topic_config(bootstrap, topic)
+        config = topic_config(kafka, topic)
     except (KafkaError, OSError) as err:
         return f"the configuration of the models topic '{topic}' cannot be read from {bootstrap}: {err}"
     if not config:
@@ -55,11 +83,11 @@ def check_models_topic(bootstrap: str, topic: str) -> str:
     return f"the models topic '{topic}' is not compacted: {problem}" if problem else ""
 
 
-def committed_reader(bootstrap: str, *topics: str) -> KafkaConsumer:
+def committed_reader(kafka: Kafka, *topics: str) -> KafkaConsumer:
     """A consumer of `topics` from their beginning, committed records only, no group."""
     return KafkaConsumer(
         *topics,
-        bootstrap_servers=bootstrap,
+        **client_config(kafka).python_kwargs(),
         auto_offset_reset="earliest",
         enable_auto_commit=False,
         isolation_level="read_committed",
@@ -70,7 +98,7 @@ def committed_reader(bootstrap: str, *topics: str) -> KafkaConsumer:
 
 
 def consume(
-    bootstrap: str,
+    kafka: Kafka,
     topic: str,
     expected: int | None = None,
     timeout_s: float = 60,
@@ -81,7 +109,7 @@ def consume(
     Stops when `expected` values arrived (then waits `idle_s` more to catch extras),
     or when `timeout_s` passed.
     """
-    consumer = committed_reader(bootstrap, topic)
+    consumer = committed_reader(kafka, topic)
     values: list[bytes] = []
     deadline = time.monotonic() + timeout_s
     extra_until: float | None = None

@@ -20,6 +20,8 @@ from kafka import KafkaConsumer
 from contract import scoring_pb2 as pb
 from contract.json_records import read_result
 from contract.values import to_python
+from model_store.kafka_config import client_config
+from model_store.kafka_io import Kafka
 
 State = pb.ModelEvent.State
 
@@ -91,9 +93,9 @@ def render(kind: str, value: bytes, data_type: str = "", as_json: bool = False) 
     return KINDS[kind].line(message)
 
 
-def follow(bootstrap: str, topic: str, from_beginning: bool) -> Iterator[bytes]:
+def follow(kafka: Kafka, topic: str, from_beginning: bool) -> Iterator[bytes]:
     """Committed values of `topic`, from now (or its beginning), until closed or interrupted."""
-    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+    consumer = KafkaConsumer(topic, **client_config(kafka).python_kwargs(), group_id=None, enable_auto_commit=False,
                              isolation_level="read_committed",
                              auto_offset_reset="earliest" if from_beginning else "latest")
     try:
@@ -115,12 +117,12 @@ def _values(polled: dict) -> Iterator[bytes]:
             yield r.value
 
 
-def tail(bootstrap: str, topic: str, kind: str, from_beginning: bool = False, data_type: str = "",
+def tail(kafka: Kafka, topic: str, kind: str, from_beginning: bool = False, data_type: str = "",
          as_json: bool = False, max_messages: int = 0) -> int:
     """Print the topic's messages until Ctrl-C (or `max_messages` shown); exit status 0."""
     shown = 0
     try:
-        with closing(follow(bootstrap, topic, from_beginning)) as values:
+        with closing(follow(kafka, topic, from_beginning)) as values:
             for value in values:
                 line = render(kind, value, data_type, as_json)
                 if line is not None:
