@@ -39,7 +39,7 @@ jars: lib/.fetched
 lib/.fetched: jvm/pom.xml
 	@command -v java >/dev/null || { echo "error: java not found: install JDK 17"; exit 2; }
 	@command -v mvn >/dev/null || { echo "error: mvn not found: install Maven"; exit 2; }
-	rm -rf lib/kafka lib/flink
+	rm -rf lib/kafka lib/flink lib/flink-plugins lib/k8s
 	mvn -q -B -f jvm/pom.xml package
 	@touch $@
 

@@ -219,7 +219,7 @@ class Bench:
     def __init__(self, stack: ExitStack, records: int) -> None:
         self.records = records
         self.workdir = paths.RUN / "bench" / time.strftime("%Y%m%d-%H%M%S")
-        self.samples = build_all(paths.RUN / "samples", ["wine-pmml", "wine-tf", "wine-onnx", "digits-tf"])
+        self.samples = build_all(paths.RUN / "samples", ["wine-pmml", "wine-tf", "wine-onnx", "digits-tf", "spam-tf"])
         self.rows = json.loads((self.samples["wine-pmml"] / "samples.json").read_text())["inputs"]
         self.keys = self.workdir / "keys"
         signing.new_key_pair(self.keys)
