@@ -11,7 +11,7 @@ REQS := requirements/requirements.in
 CONSTRAINTS := requirements/constraints.txt
 
 .PHONY: setup venv jars protos flink-conf lock test lint demo demo-rollout models job submit status bench faults \
-        kafka-up kafka-down cluster-up cluster-down store-up store-down down
+        kafka-up kafka-down cluster-up cluster-down rescale store-up store-down down
 
 setup: venv jars protos flink-conf
 
@@ -87,8 +87,14 @@ kafka-up: setup
 kafka-down:
 	$(PY) -m infra.kafka_broker stop
 
+# TMS=2: two TaskManagers (two slots each); PROMETHEUS=1: they serve metrics on 9249-9259.
+TMS ?= 1
 cluster-up: setup
-	$(PY) -m infra.flink_cluster start
+	$(PY) -m infra.flink_cluster start --taskmanagers $(TMS) $(if $(PROMETHEUS),--prometheus)
+# Stop the running job with a savepoint and start it again from there at parallelism P, with
+# the ARGS it was submitted with: `make rescale P=4 ARGS="..."` (JOB=<id> if several run).
+rescale: setup
+	$(PY) -m infra.flink_cluster rescale --parallelism $(P) $(if $(JOB),--job-id $(JOB)) -- $(ARGS)
 cluster-down:
 	$(PY) -m infra.flink_cluster stop
 

@@ -30,6 +30,13 @@ CLUSTER_MARK = "SCORING_FLINK_CLUSTER"
 REST_PORT = 8081
 RPC_PORT = 6123
 START_TIMEOUT_S = 120
+# Flink's Prometheus reporter on each TaskManager, the first free port of the range each.
+# It has no bind-address option (2.2.1): it listens on every interface, so it is opt-in.
+PROMETHEUS_PORTS = range(9249, 9260)
+PROMETHEUS_REPORTER = {
+    "metrics.reporter.prom.factory.class": "org.apache.flink.metrics.prometheus.PrometheusReporterFactory",
+    "metrics.reporter.prom.port": f"{PROMETHEUS_PORTS.start}-{PROMETHEUS_PORTS.stop - 1}",
+}
 
 
 def flink_home() -> Path:
@@ -55,6 +62,7 @@ def flink_env() -> dict[str, str]:
     env["FLINK_HOME"] = str(flink_home())
     env["PYFLINK_CLIENT_EXECUTABLE"] = str(paths.ROOT / ".venv" / "bin" / "python")
     env[CLUSTER_MARK] = str(paths.ROOT)
+    env["FLINK_PLUGINS_DIR"] = str(paths.ROOT / "lib" / "flink-plugins")
     (paths.RUN / "flink" / "log").mkdir(parents=True, exist_ok=True)
     return env
 
@@ -102,10 +110,26 @@ def forget_dead_taskmanagers() -> None:
             pid_file.unlink()
 
 
-def start_taskmanager() -> None:
-    """One more TaskManager for the running cluster (`taskmanager.sh start`)."""
-    subprocess.run([_bin("taskmanager.sh"), "start"], env=flink_env(), check=True,
+def start_taskmanager(prometheus: bool = False) -> None:
+    """One more TaskManager for the running cluster (`taskmanager.sh start`), reporting to
+    Prometheus if asked (dynamic properties: the shared config file stays as it is)."""
+    dynamic = [f"-D{key}={value}" for key, value in PROMETHEUS_REPORTER.items()] if prometheus else []
+    subprocess.run([_bin("taskmanager.sh"), "start", *dynamic], env=flink_env(), check=True,
                    stdout=subprocess.DEVNULL)
+
+
+def prometheus_samples(name_contains: str) -> list[tuple[str, dict[str, str], float]]:
+    """(name, labels, value) of the samples whose name contains `name_contains`, scraped
+    from every TaskManager's Prometheus reporter on this host (`start(prometheus=True)`)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    found = []
+    for port in (p for p in PROMETHEUS_PORTS if port_is_open(p)):
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+            text = response.read().decode()
+        found += [(s.name, s.labels, s.value) for family in text_string_to_metric_families(text)
+                  for s in family.samples if name_contains in s.name]
+    return found
 
 
 def job_state(job_id: str) -> str:
@@ -116,30 +140,34 @@ def is_running() -> bool:
     return port_is_open(REST_PORT) and taskmanagers_registered() > 0
 
 
-def start() -> bool:
-    """Start the cluster; False if one was already running (then leave it to its owner)."""
+def start(taskmanagers: int = 1, prometheus: bool = False) -> bool:
+    """Start the cluster: a JobManager and `taskmanagers` TaskManagers of two slots each;
+    False if one was already running (then leave it to its owner)."""
     if is_running():
         print(f"Flink cluster already running: http://127.0.0.1:{REST_PORT}")
         return False
     ensure_port_free(REST_PORT, "Flink REST endpoint")
     ensure_port_free(RPC_PORT, "Flink JobManager RPC")
-    subprocess.run([_bin("start-cluster.sh")], env=flink_env(), check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run([_bin("jobmanager.sh"), "start"], env=flink_env(), check=True, stdout=subprocess.DEVNULL)
+    for _ in range(taskmanagers):
+        start_taskmanager(prometheus)
     logs = sorted((paths.RUN / "flink" / "log").glob("*.log"))
     try:
-        wait_until(is_running, START_TIMEOUT_S, "Flink standalone cluster", logs=logs)
+        wait_until(lambda: is_running() and taskmanagers_registered() >= taskmanagers, START_TIMEOUT_S,
+                   f"Flink standalone cluster with {taskmanagers} TaskManager(s)", logs=logs)
     except TimeoutError:
         stop()
         raise
-    print(f"Flink cluster up: http://127.0.0.1:{REST_PORT}")
+    print(f"Flink cluster up: http://127.0.0.1:{REST_PORT}, {taskmanagers} TaskManager(s)"
+          + (f", Prometheus metrics on ports {PROMETHEUS_REPORTER['metrics.reporter.prom.port']}" if prometheus else ""))
     return True
 
 
 def stop() -> None:
     """Stop the cluster, then whatever of it is still running (orphaned Python workers)."""
     env = flink_env()
-    subprocess.run([_bin("stop-cluster.sh")], env=env, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL)
+    for script, command in (("taskmanager.sh", "stop-all"), ("jobmanager.sh", "stop")):
+        subprocess.run([_bin(script), command], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_until(lambda: not port_is_open(REST_PORT), 60, "Flink cluster shutdown")
     for killed in stop_marked(CLUSTER_MARK, str(paths.ROOT)):
         print(f"killed a process the cluster left behind: {killed}")
@@ -162,6 +190,37 @@ def submit_scoring_job(job_args: list[str]) -> str:
     return found.group(1)
 
 
+def _post(path: str, body: dict) -> dict:
+    request = urllib.request.Request(f"http://127.0.0.1:{REST_PORT}{path}", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"}, method="POST")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def stop_with_savepoint(job_id: str, directory: str, timeout_s: float = 300) -> str:
+    """Stop the job with a savepoint in `directory` (a URI); returns the savepoint's path."""
+    trigger = _post(f"/jobs/{job_id}/stop", {"targetDirectory": directory, "drain": False})["request-id"]
+    done: dict = {}
+
+    def finished() -> bool:
+        done.update(rest(f"/jobs/{job_id}/savepoints/{trigger}"))
+        return done["status"]["id"] == "COMPLETED"
+
+    wait_until(finished, timeout_s, f"the savepoint of job {job_id}", interval_s=1)
+    operation = done.get("operation", {})
+    if "location" not in operation:
+        raise RuntimeError(f"stopping job {job_id} with a savepoint failed: {operation.get('failure-cause')}")
+    return operation["location"]
+
+
+def rescale(job_id: str, parallelism: int, job_args: list[str], savepoint_dir: str) -> tuple[str, str]:
+    """Stop the scoring job with a savepoint and submit it again from there at `parallelism`,
+    with the same job arguments. Returns the new job's id and the savepoint's path."""
+    savepoint = stop_with_savepoint(job_id, savepoint_dir)
+    new_id = submit_scoring_job([*job_args, "--parallelism", str(parallelism), "--restore-from", savepoint])
+    return new_id, savepoint
+
+
 def cancel_job(job_id: str) -> None:
     request = urllib.request.Request(
         f"http://127.0.0.1:{REST_PORT}/jobs/{job_id}?mode=cancel", method="PATCH")
@@ -170,13 +229,21 @@ def cancel_job(job_id: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("command", choices=["render", "start", "stop", "status", "run"])
-    parser.add_argument("rest", nargs=argparse.REMAINDER, help="arguments of `flink run`")
+    parser.add_argument("command", choices=["render", "start", "stop", "status", "run", "rescale"])
+    parser.add_argument("--taskmanagers", type=int, default=1, help="start: how many TaskManagers (2 slots each)")
+    parser.add_argument("--prometheus", action="store_true",
+                        help=f"start: TaskManagers serve Prometheus metrics on ports {PROMETHEUS_REPORTER['metrics.reporter.prom.port']}")
+    parser.add_argument("--job-id", default="", help="rescale: the running job (default: the only one running)")
+    parser.add_argument("--parallelism", type=int, default=0, help="rescale: the new parallelism")
+    parser.add_argument("--savepoint-dir", default=(paths.RUN / "flink" / "savepoints").as_uri(),
+                        help="rescale: where the savepoint goes")
+    parser.add_argument("rest", nargs=argparse.REMAINDER,
+                        help="run: arguments of `flink run`; rescale: the job's arguments, as submitted")
     args = parser.parse_args(argv)
     if args.command == "render":
         print(render_config())
     elif args.command == "start":
-        start()
+        start(args.taskmanagers, args.prometheus)
     elif args.command == "stop":
         stop()
         print("Flink cluster stopped")
@@ -186,6 +253,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if up else 1
     elif args.command == "run":
         return flink_run([a for a in args.rest if a != "--"]).returncode
+    elif args.command == "rescale":
+        running = [j["id"] for j in rest("/jobs")["jobs"] if j["status"] == "RUNNING"]
+        job_id = args.job_id or (running[0] if len(running) == 1 else "")
+        if not job_id or args.parallelism < 1:
+            print(f"error: rescale needs --parallelism and --job-id (running: {running})", file=sys.stderr)
+            return 2
+        new_id, savepoint = rescale(job_id, args.parallelism, [a for a in args.rest if a != "--"], args.savepoint_dir)
+        print(f"job {job_id} stopped with savepoint {savepoint}; running again at parallelism "
+              f"{args.parallelism} as {new_id}")
     return 0
 
 

@@ -16,7 +16,7 @@ from kafka.errors import (
 )
 
 from contract.topics import models_topic_problem
-from model_store.kafka_config import KafkaClientConfig, client_config
+from model_store.kafka_config import KafkaClientConfig, KafkaConfigError, client_config
 
 # A bootstrap string (plaintext), or the bootstrap servers with client security properties.
 Kafka = str | KafkaClientConfig
@@ -75,7 +75,7 @@ def check_models_topic(kafka: Kafka, topic: str) -> str:
     bootstrap = client_config(kafka).bootstrap
     try:
         config = topic_config(kafka, topic)
-    except (KafkaError, OSError) as err:
+    except (KafkaError, OSError, KafkaConfigError) as err:
         return f"the configuration of the models topic '{topic}' cannot be read from {bootstrap}: {err}"
     if not config:
         return f"the models topic '{topic}' does not exist on {bootstrap}"

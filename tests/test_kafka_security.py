@@ -30,6 +30,7 @@ from infra.kafka_security import (
 )
 from infra.procs import free_port
 from model_store.kafka_config import KafkaClientConfig, KafkaConfigError, read_properties
+from model_store.kafka_io import check_models_topic
 from tests.conftest import load_samples
 
 JOB, PUBLISHER, APP = Principal("scoring-job"), Principal("model-publisher"), Principal("billing-app")
@@ -64,6 +65,14 @@ def test_a_java_client_properties_file_becomes_kafka_python_settings(tmp_path):
 def test_settings_the_cli_cannot_honour_are_refused_by_name(props, says):
     with pytest.raises(KafkaConfigError, match=says.replace("(", r"\(").replace(".", r"\.")):
         KafkaClientConfig("h:1", props).python_kwargs()
+
+
+def test_the_jobs_start_up_check_says_why_it_cannot_read_the_models_topic():
+    """The Java clients take a JKS trust store; the start-up check (kafka-python) cannot, and
+    says so instead of stopping the job (it refuses only with --models-topic-check refuse)."""
+    jks = KafkaClientConfig("127.0.0.1:1", {"security.protocol": "SSL", "ssl.truststore.location": "/ts.jks"})
+    problem = check_models_topic(jks, "models")
+    assert "cannot be read from 127.0.0.1:1" in problem and "reads PEM files only" in problem
 
 
 def test_a_line_that_is_not_a_property_is_named(tmp_path):
