@@ -2,8 +2,9 @@
 FLINK_CONF_DIR=flink-conf/ (rendered from flink-conf/config.template.yaml).
 
     python -m infra.flink_cluster render      # write flink-conf/config.yaml
-    python -m infra.flink_cluster start|stop|status
+    python -m infra.flink_cluster start [--taskmanagers 2] [--prometheus] | stop | status
     python -m infra.flink_cluster run -- <args of `flink run`>
+    python -m infra.flink_cluster rescale --parallelism 4 [--job-id ID] -- <the job's args>
 """
 
 from __future__ import annotations
@@ -237,9 +238,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parallelism", type=int, default=0, help="rescale: the new parallelism")
     parser.add_argument("--savepoint-dir", default=(paths.RUN / "flink" / "savepoints").as_uri(),
                         help="rescale: where the savepoint goes")
-    parser.add_argument("rest", nargs=argparse.REMAINDER,
-                        help="run: arguments of `flink run`; rescale: the job's arguments, as submitted")
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    ours, rest = (argv[:argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv else (argv, [])
+    args = parser.parse_args(ours)
     if args.command == "render":
         print(render_config())
     elif args.command == "start":
@@ -252,14 +253,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Flink cluster: {'running' if up else 'not running'}")
         return 0 if up else 1
     elif args.command == "run":
-        return flink_run([a for a in args.rest if a != "--"]).returncode
+        return flink_run(rest).returncode
     elif args.command == "rescale":
         running = [j["id"] for j in rest("/jobs")["jobs"] if j["status"] == "RUNNING"]
         job_id = args.job_id or (running[0] if len(running) == 1 else "")
         if not job_id or args.parallelism < 1:
             print(f"error: rescale needs --parallelism and --job-id (running: {running})", file=sys.stderr)
             return 2
-        new_id, savepoint = rescale(job_id, args.parallelism, [a for a in args.rest if a != "--"], args.savepoint_dir)
+        new_id, savepoint = rescale(job_id, args.parallelism, rest, args.savepoint_dir)
         print(f"job {job_id} stopped with savepoint {savepoint}; running again at parallelism "
               f"{args.parallelism} as {new_id}")
     return 0

@@ -141,6 +141,7 @@ class KeyState(KeyModels):
     last_stats_ms: int = field(default_factory=messages.now_ms)
     unreported: bool = False  # scored since the last STATS event
     stats_timer_ms: int = 0  # when the timer that reports them fires
+    poll_timer_ms: int = 0  # when the timer that looks for a model for the held records fires
 
 
 class ScoreRecords(KeyedBroadcastProcessFunction):
@@ -266,7 +267,7 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
             if servable is not None:
                 yield from self._flush(servable, data_type, km)
             else:
-                self._poll_again(ctx)
+                self._poll_again(ctx, km)
         yield from self._report_stats(data_type, km, ctx, now=max(messages.now_ms(), timestamp))
 
     def _hold(self, raw: bytes, km: KeyState, ctx):
@@ -283,17 +284,19 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
             return
         self.buffer.add(raw)
         km.held += 1
-        if km.held == 1:
-            self._poll_again(ctx)
+        # Not only on the first held record: records restored with the key (a restore, a
+        # rescale) need a timer of this process too, should the restored ones not come.
+        if km.poll_timer_ms < ctx.timer_service().current_processing_time():
+            self._poll_again(ctx, km)
 
     def _unservable(self, km: KeyState) -> str:
         only = km.next if km.current is None else None  # the model this key waits for, if any
         status = self.manager.get(only, urgent=True) if only is not None else None
         return unservable_reason(km, status, self.manager.retry_after_s)
 
-    def _poll_again(self, ctx) -> None:
-        ctx.timer_service().register_processing_time_timer(
-            ctx.timer_service().current_processing_time() + self.options.load_poll_ms)
+    def _poll_again(self, ctx, km: KeyState) -> None:
+        km.poll_timer_ms = ctx.timer_service().current_processing_time() + self.options.load_poll_ms
+        ctx.timer_service().register_processing_time_timer(km.poll_timer_ms)
 
     # ---- the lifecycle of one key's models ---------------------------------------------
     def _key_models(self, data_type: str) -> KeyState:
