@@ -41,7 +41,7 @@ from contract.json_records import read_result, record_as_json
 from contract.values import make_record
 from infra import paths
 from infra.job_harness import ROLES, RunningJob, ScoringSetup
-from infra.kafka_broker import KafkaBroker
+from infra.kafka_broker import KafkaBroker, free_ports
 from infra.kafka_security import BrokerSecurity, Principal, grant, job_acls
 from infra.procs import free_port, port_is_open, wait_until
 from infra.topics import create_topics, unique_topics
@@ -224,7 +224,8 @@ class Bench:
         self.keys = self.workdir / "keys"
         signing.new_key_pair(self.keys)
         # The cases' clients use the PLAINTEXT listener; a job with tls=True the SASL_SSL one.
-        self.broker = KafkaBroker(self.workdir / "kafka", port=free_port(), internal_port=free_port(),
+        port, internal = free_ports()
+        self.broker = KafkaBroker(self.workdir / "kafka", port=port, internal_port=internal,
                                   security=BrokerSecurity(self.workdir / "kafka-tls", users=(BENCH_JOB,)))
         self.broker.start()
         stack.callback(self.broker.stop)

@@ -19,9 +19,9 @@ from faults.store import FaultyStore
 from faults.stream import RecordStream, Section
 from infra import flink_cluster, paths
 from infra.job_harness import RunningJob, ScoringSetup
-from infra.kafka_broker import KafkaBroker
+from infra.kafka_broker import KafkaBroker, free_ports
 from infra.kafka_security import BrokerSecurity, Principal, grant, job_acls
-from infra.procs import free_port, wait_until
+from infra.procs import wait_until
 from model_store import cli
 from model_store.kafka_config import KafkaClientConfig
 from model_store.repository import ModelRepository, StoredModel
@@ -84,9 +84,7 @@ class World:
     def _start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.samples = build_all(paths.RUN / "samples", ["wine-pmml", "wine-tf", "digits-tf"])
-        port, internal = free_port(), free_port()
-        while port + 1 >= 65535 or internal in (port, port + 1):
-            port, internal = free_port(), free_port()
+        port, internal = free_ports()
         # The run's own tools use the PLAINTEXT listener; the guarded job and the attacks'
         # principals the SASL_SSL one, where ACLs decide.
         security = BrokerSecurity(self.workdir / "kafka-tls", users=(GUARDED_JOB, APP))

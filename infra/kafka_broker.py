@@ -24,7 +24,7 @@ from string import Template
 
 from infra import paths
 from infra.kafka_security import BrokerSecurity
-from infra.procs import ensure_port_free, port_is_open, stop_pid, wait_until
+from infra.procs import ensure_port_free, free_port, port_is_open, stop_pid, wait_until
 from infra.topics import create_job_topics
 from model_store.kafka_config import KafkaClientConfig
 
@@ -213,6 +213,15 @@ class KafkaBroker:
     def create_job_topics(self, names: dict[str, str], partitions: int = 1) -> None:
         """Create the job's topics (by role) that do not exist yet, the models topic compacted."""
         create_job_topics(self.admin, names, partitions)
+
+
+def free_ports() -> tuple[int, int]:
+    """A free port for a broker (its controller takes the next one) and another free one for
+    an extra listener (`internal_port`)."""
+    port, other = free_port(), free_port()
+    while port + 1 >= 65535 or other in (port, port + 1):
+        port, other = free_port(), free_port()
+    return port, other
 
 
 def default_broker(port: int | None = None, data_dir: Path | None = None) -> KafkaBroker:

@@ -20,8 +20,8 @@ import pytest
 from contract import scoring_pb2 as pb
 from infra import flink_cluster, paths
 from infra.job_harness import RunningJob, ScoringSetup
-from infra.kafka_broker import KafkaBroker
-from infra.procs import free_port, stop_marked
+from infra.kafka_broker import KafkaBroker, free_ports
+from infra.procs import stop_marked
 from jobs.jars import kafka_connector_jar
 from model_store.repository import ModelRepository
 from model_store.server import ModelStoreServer
@@ -43,10 +43,7 @@ def pytest_sessionfinish(session, exitstatus):
 
 @pytest.fixture(scope="session")
 def kafka(tmp_path_factory) -> Iterator[KafkaBroker]:
-    port = free_port()
-    while port + 1 >= 65535:
-        port = free_port()
-    broker = KafkaBroker(data_dir=tmp_path_factory.mktemp("kafka"), port=port)
+    broker = KafkaBroker(data_dir=tmp_path_factory.mktemp("kafka"), port=free_ports()[0])
     broker.start()
     try:
         yield broker

@@ -19,7 +19,7 @@ from contract.json_records import read_result
 from contract.values import make_record
 from infra import paths
 from infra.job_harness import RunningJob, ScoringSetup
-from infra.kafka_broker import KafkaBroker
+from infra.kafka_broker import KafkaBroker, free_ports
 from infra.kafka_security import (
     BrokerSecurity,
     Principal,
@@ -28,7 +28,6 @@ from infra.kafka_security import (
     producer_acls,
     publisher_acls,
 )
-from infra.procs import free_port
 from model_store.kafka_config import KafkaClientConfig, KafkaConfigError, read_properties
 from model_store.kafka_io import check_models_topic
 from tests.conftest import load_samples
@@ -84,11 +83,8 @@ def test_a_line_that_is_not_a_property_is_named(tmp_path):
 
 @pytest.fixture(scope="module")
 def secure_kafka(tmp_path_factory) -> Iterator[KafkaBroker]:
-    port = free_port()
-    while port + 1 >= 65535:
-        port = free_port()
     folder = tmp_path_factory.mktemp("secure-kafka")
-    broker = KafkaBroker(folder, port, BrokerSecurity(folder / "tls", users=(JOB, PUBLISHER, APP)))
+    broker = KafkaBroker(folder, free_ports()[0], BrokerSecurity(folder / "tls", users=(JOB, PUBLISHER, APP)))
     broker.start()
     try:
         yield broker
