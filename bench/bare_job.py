@@ -12,7 +12,7 @@ import sys
 from pyflink.datastream import KeyedBroadcastProcessFunction, ProcessFunction
 
 from contract import scoring_pb2 as pb
-from jobs.scoring_job import build, environment, parse_args
+from jobs.scoring_job import build, environment, kafka_config, parse_args
 
 
 class KeyByDataType(ProcessFunction):
@@ -35,7 +35,7 @@ class PassOn(KeyedBroadcastProcessFunction):
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     env = environment(args)
-    build(env, args, parse_records=KeyByDataType(), score=PassOn())
+    build(env, args, kafka_config(args), parse_records=KeyByDataType(), score=PassOn())
     env.execute(args.job_name + " (bare PyFlink)")
 
 

@@ -42,7 +42,7 @@ from contract.values import make_record
 from infra import paths
 from infra.job_harness import ROLES, RunningJob, ScoringSetup
 from infra.kafka_broker import KafkaBroker, free_ports
-from infra.kafka_security import BrokerSecurity, Principal, grant, job_acls
+from infra.kafka_security import BrokerSecurity, Principal
 from infra.procs import free_port, port_is_open, wait_until
 from infra.topics import create_topics, unique_topics
 from model_store import cli
@@ -319,10 +319,8 @@ class Bench:
         Kafka over SASL_SSL as a principal with the job's ACLs; the bench's own clients stay
         on the plaintext listener."""
         if tls:
-            grant(self.broker.admin, job_acls(BENCH_JOB, setup.topics, setup.group_id))
             job_args |= {"bootstrap_servers": self.broker.bootstrap_servers,
-                         "kafka_config": self.broker.security.write_client_properties(
-                             self.broker.bootstrap_servers, BENCH_JOB)}
+                         "kafka_config": self.broker.admit_job(BENCH_JOB, setup.topics, setup.group_id)}
         env = {**os.environ, "SCORING_EXTRA_BACKENDS": "99=bench.remote_model:RemoteHttpBackend"}
         defaults = ScoringOptions()  # the job's, where a case does not say otherwise
         job_args = {"batch_size": defaults.batch_size, "batch_max_wait_ms": defaults.batch_max_wait_ms, **job_args}

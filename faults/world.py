@@ -20,7 +20,7 @@ from faults.stream import RecordStream, Section
 from infra import flink_cluster, paths
 from infra.job_harness import RunningJob, ScoringSetup
 from infra.kafka_broker import KafkaBroker, free_ports
-from infra.kafka_security import BrokerSecurity, Principal, grant, job_acls
+from infra.kafka_security import BrokerSecurity, Principal
 from infra.procs import wait_until
 from model_store import cli
 from model_store.kafka_config import KafkaClientConfig
@@ -129,10 +129,9 @@ class World:
         MiniCluster: the cluster's slots hold the other jobs."""
         if self._guarded is None:
             setup = ScoringSetup(self.bootstrap, self.repo, self.store.base_url, self.workdir / "guarded")
-            grant(self.broker.admin, job_acls(GUARDED_JOB, setup.topics, setup.group_id))
             args = setup.job_args(
                 bootstrap_servers=self.broker.bootstrap_servers,
-                kafka_config=self.broker.security.write_client_properties(self.broker.bootstrap_servers, GUARDED_JOB),
+                kafka_config=self.broker.admit_job(GUARDED_JOB, setup.topics, setup.group_id),
                 trusted_keys=str(self.workdir / "keys" / "public.pem"), no_model_policy="dead-letter",
                 load_retry_s=self.retry_after_s, stats_interval_ms=5000)
             self.stack.enter_context(RunningJob(args, setup.workdir / "job.log"))

@@ -18,12 +18,13 @@ import signal
 import subprocess
 import sys
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
 from infra import paths
-from infra.kafka_security import BrokerSecurity
+from infra.kafka_security import BrokerSecurity, Principal, grant, job_acls
 from infra.procs import ensure_port_free, free_port, port_is_open, stop_pid, wait_until
 from infra.topics import create_job_topics
 from model_store.kafka_config import KafkaClientConfig
@@ -209,6 +210,12 @@ class KafkaBroker:
         if pid:
             stop_pid(pid, signal.SIGTERM, grace_s=30)
         self.pid_file.unlink(missing_ok=True)
+
+    def admit_job(self, principal: Principal, topics: Mapping[str, str], group_id: str) -> Path:
+        """Grant `principal` the scoring job's ACLs on `topics`; its client properties file
+        for the SASL_SSL listener (the job's --kafka-config)."""
+        grant(self.admin, job_acls(principal, topics, group_id))
+        return self.security.write_client_properties(self.bootstrap_servers, principal)
 
     def create_job_topics(self, names: dict[str, str], partitions: int = 1) -> None:
         """Create the job's topics (by role) that do not exist yet, the models topic compacted."""

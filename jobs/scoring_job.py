@@ -142,10 +142,9 @@ def options_from(args: argparse.Namespace) -> ScoringOptions:
     )
 
 
-def build(env, args: argparse.Namespace, parse_records=None, score=None) -> None:
+def build(env, args: argparse.Namespace, kafka: KafkaClientConfig, parse_records=None, score=None) -> None:
     """Sources -> parse -> connect(keyed records, broadcast models) -> score -> sinks.
     The benchmarks' bare-PyFlink baseline passes identity functions for the two."""
-    kafka = kafka_config(args)
 
     def source(topic: str, group: str):
         return env.from_source(
@@ -189,10 +188,9 @@ def kafka_config(args: argparse.Namespace) -> KafkaClientConfig:
         sys.exit(f"error: --kafka-config: {err}")
 
 
-def check_models_topic_or_exit(args: argparse.Namespace) -> None:
+def check_models_topic_or_exit(args: argparse.Namespace, kafka: KafkaClientConfig) -> None:
     """A models topic that deletes old messages forgets the models of a job started later."""
-    problem = "" if args.models_topic_check == "off" else check_models_topic(
-        kafka_config(args), args.models_topic)
+    problem = "" if args.models_topic_check == "off" else check_models_topic(kafka, args.models_topic)
     if problem and args.models_topic_check == "refuse":
         sys.exit(f"error: not starting: {problem}. Create it compacted (README, 'The models topic'), "
                  "or start with --models-topic-check warn.")
@@ -214,9 +212,10 @@ def environment(args: argparse.Namespace):
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    check_models_topic_or_exit(args)
+    kafka = kafka_config(args)
+    check_models_topic_or_exit(args, kafka)
     env = environment(args)
-    build(env, args)
+    build(env, args, kafka)
     env.execute(args.job_name)
 
 
