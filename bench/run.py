@@ -462,11 +462,20 @@ def formats_case(bench: Bench, n: int) -> dict:
     return out
 
 
+def median_ms(work, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        work()
+        times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times)
+
+
 def trust_checks(bench: Bench, repeats: int = 20) -> list[dict]:
     """Per model load, in-process: the signature check (Ed25519 over the descriptor's
-    statement), the SHA-256 of the artifact the fetcher checks, and the graph check of a
-    SavedModel (parse saved_model.pb, walk every node and function), by model size; medians."""
-    from contract import signing
+    statement), the SHA-256 of the artifact's bytes (the SavedModel's files, about the size of
+    the .tar.gz the fetcher checks), and the graph check of a SavedModel (parse
+    saved_model.pb, walk every node and function), by model size; medians."""
     from scoring.backends.graph_check import unsafe_ops
 
     key = signing.load_private_key(bench.keys / "private.pem")
@@ -479,18 +488,10 @@ def trust_checks(bench: Bench, repeats: int = 20) -> list[dict]:
         d = pb.ModelDescriptor(name=sample, data_type=sample, model_type=pb.TENSORFLOW_SAVED_MODEL, version=1,
                                sha256=hashlib.sha256(artifact).hexdigest())
         signing.sign(d, key)
-
-        def median_ms(work) -> float:
-            times = []
-            for _ in range(repeats):
-                started = time.perf_counter()
-                work()
-                times.append((time.perf_counter() - started) * 1000)
-            return statistics.median(times)
         rows.append({"model": sample, "artifact_kb": len(artifact) / 1024, "graph_kb": len(graph) / 1024,
-                     "verify_signature_ms": median_ms(lambda d=d: signing.verify(d, trusted)),
-                     "sha256_ms": median_ms(lambda a=artifact: hashlib.sha256(a).hexdigest()),
-                     "graph_check_ms": median_ms(lambda g=graph: unsafe_ops(g))})
+                     "verify_signature_ms": median_ms(lambda d=d: signing.verify(d, trusted), repeats),
+                     "sha256_ms": median_ms(lambda a=artifact: hashlib.sha256(a).hexdigest(), repeats),
+                     "graph_check_ms": median_ms(lambda g=graph: unsafe_ops(g), repeats)})
         log(f"trust checks {sample}: {rows[-1]}")
     return rows
 
