@@ -41,9 +41,7 @@ def execution_environment(
     config.set_string("python.execution-mode", "process")
     # The workers use the interpreter that runs the job's driver: the project's venv.
     config.set_string("python.executable", sys.executable)
-    # Off by default in 2.2.1: without it a MiniCluster shows none of the functions' metrics
-    # (a counter appeared in REST only with it). Under `flink run` on the standalone cluster
-    # they do not show even with it, here or in flink-conf/: open (README, "Metrics").
+    # Off by default in 2.2.1: without it none of the functions' metrics show (README, "Metrics").
     config.set_string("python.metric.enabled", "true")
     for key, value in (extra or {}).items():
         config.set_string(key, value)

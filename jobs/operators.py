@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import partial
 from pathlib import Path
 
@@ -62,7 +62,7 @@ from scoring.manager import READY, ModelManager
 from scoring.options import ScoringOptions
 from scoring.policy import accept
 from scoring.rollout import from_json, takes_part, to_json
-from scoring.stats import ModelStats
+from scoring.stats import ModelStats, OperatorTotals
 
 log = logging.getLogger(__name__)
 
@@ -172,14 +172,13 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
         # Operator-wide metrics only: per-version numbers go out in STATS/UNLOADED model events.
         # Flink metrics cannot be unregistered, and Beam reports every one at every bundle end
         # (9% of the worker's time with 1,000 models, measured), so one per version would leak.
+        # Gauges over running totals, not Flink counters: PyFlink 2.2.1 drops what a counter
+        # counts inside on_timer (its timers run outside the operation's metrics scope), where
+        # most batches are scored; gauges are read at each bundle's end, inside it.
+        self.totals = OperatorTotals()
         group = runtime_context.get_metrics_group().add_group("scoring")
-        self.m_inferences = group.counter("num_inferences")
-        self.m_failed = group.counter("failed_inferences")
-        self.m_failed_batches = group.counter("failed_batches_counter")
-        self.m_batch_size = group.distribution("inference_batch_size")
-        self.m_batch_latency = group.distribution("inference_batch_latency_micro_secs")
-        self.m_load_latency = group.distribution("load_model_latency_milli_secs")
-        self.m_swaps = group.counter("model_swaps")
+        for f in fields(OperatorTotals):
+            group.gauge(f.name, partial(getattr, self.totals, f.name))
 
     def close(self) -> None:
         self.manager.close()
@@ -210,7 +209,7 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
         for d, status in self.manager.collect():
             if status.state == READY:
                 s = status.servable
-                self.m_load_latency.update(int(s.fetch_ms + s.load_ms + s.warm_up_ms))
+                self.totals.record_load(s.fetch_ms + s.load_ms + s.warm_up_ms)
                 verified = f"verified on {s.verified} samples" if s.verified else ""
                 yield MODEL_EVENTS, self._event(Event.READY, d.data_type, d, verified, fetch_ms=s.fetch_ms,
                                                 load_ms=s.load_ms, warm_up_ms=s.warm_up_ms)
@@ -391,7 +390,7 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
                 f"{change.reason}; {label(km.current)} serves on", stats=change.progress.as_stats(now_ms))
 
     def _swapped(self, data_type: str, change: Swapped, now_ms: int):
-        self.m_swaps.inc()
+        self.totals.model_swaps += 1
         s = change.servable
         if change.promoted:
             yield MODEL_EVENTS, self._event(
@@ -503,13 +502,7 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
     def _account(self, servable: Servable, size: int, failed: int, elapsed_s: float) -> None:
         stats = self.stats.setdefault(servable.key, ModelStats(*servable.key))
         stats.record_batch(size, failed, elapsed_s * 1000)
-        self.m_inferences.inc(size - failed)
-        if failed:
-            self.m_failed.inc(failed)
-            if failed == size:
-                self.m_failed_batches.inc()
-        self.m_batch_size.update(size)
-        self.m_batch_latency.update(int(elapsed_s * 1e6))
+        self.totals.record_batch(size, failed, elapsed_s)
 
     def _report_stats(self, data_type: str, km: KeyState, ctx, now: int | None = None):
         """A data type's counters go out every --stats-interval-ms while it scores, and once

@@ -41,3 +41,30 @@ class ModelStats:
             "max_ms": self.max_ms,
             "mean_ms": self.mean_ms,
         }
+
+
+@dataclass
+class OperatorTotals:
+    """What one operator instance did since it opened, across all model versions: the numbers
+    behind its Flink metrics (group `scoring`). Each is a running total, so a rate or a mean
+    (e.g. `inference_micros_total / inference_batches`) is taken by the metrics system."""
+
+    num_inferences: int = 0  # records scored
+    failed_inferences: int = 0  # records a model could not score
+    inference_batches: int = 0
+    failed_batches_counter: int = 0  # batches none of whose records could be scored
+    inference_micros_total: int = 0  # time in model calls
+    model_loads: int = 0  # loads that ended READY
+    model_load_millis_total: int = 0  # fetch + load + warm-up of those
+    model_swaps: int = 0
+
+    def record_batch(self, size: int, failed: int, elapsed_s: float) -> None:
+        self.num_inferences += size - failed
+        self.failed_inferences += failed
+        self.inference_batches += 1
+        self.failed_batches_counter += int(failed == size)
+        self.inference_micros_total += int(elapsed_s * 1e6)
+
+    def record_load(self, millis: float) -> None:
+        self.model_loads += 1
+        self.model_load_millis_total += int(millis)

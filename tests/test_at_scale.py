@@ -110,7 +110,10 @@ def test_rescaled_1_4_2_every_subtask_swaps_nothing_lost_or_twice(kafka, store, 
         assert {e.subtask for e in events(setup, Event.READY, 2)} == set(range(PARALLELISM))
         assert {e.data_type: e.subtask for e in events(setup, Event.AVAILABLE, 2)} == {
             dt: owners[dt] for dt in DATA_TYPES}, "a data type swapped on a subtask that does not own it"
-        prometheus_counts(job_id, sent_to_it=len(sent) - 160, held=len(held), descriptors=len(DATA_TYPES) + 1)
+        swaps = [e for e in setup.events(timeout_s=3) if e.state == Event.AVAILABLE
+                 and (e.model_version == 2 or e.data_type == "scale-held")]  # the p=4 job's
+        prometheus_counts(job_id, scored=len(sent) - 160 + len(held), swaps=len(swaps),
+                          sent_to_it=len(sent) - 160, held=len(held), descriptors=len(DATA_TYPES) + 1)
 
         job_id, _ = flink_cluster.rescale(job_id, 2, args, savepoints)
         at_2 = send_each(setup, rows, 10, "p2")
@@ -121,22 +124,31 @@ def test_rescaled_1_4_2_every_subtask_swaps_nothing_lost_or_twice(kafka, store, 
         flink_cluster.cancel_job(job_id)
 
 
-def prometheus_counts(job_id: str, sent_to_it: int, held: int, descriptors: int) -> None:
-    """Both TaskManagers' reporters serve the job's 4 score subtasks, and the records those
-    subtasks took in since this job started add up to what was sent to it. Flink's own
-    operator counter: the job's Python `scoring` metrics do not reach Flink's metric system
-    (see the README). Within known bounds: the held records were read by the job before the
-    rescale or by this one, and a two-input operator may count its broadcast input too."""
-    counted: list = []
+def prometheus_counts(job_id: str, scored: int, swaps: int, sent_to_it: int, held: int, descriptors: int) -> None:
+    """Both TaskManagers' reporters serve the job's 4 score subtasks. The job's own `scoring`
+    metrics add up to what this job scored (`num_inferences`) and swapped (`model_swaps`, one
+    per AVAILABLE event), exactly; Flink's `numRecordsIn` of the score operator within known
+    bounds: the held records were read by the job before the rescale or by this one, and a
+    two-input operator may count its broadcast input too. Flink's metrics count since the job
+    (re)started: they are not part of its state."""
+    samples: dict[str, list] = {}
     low, high = sent_to_it, sent_to_it + held + descriptors * PARALLELISM
 
-    def add_up() -> bool:
-        counted[:] = [s for s in flink_cluster.prometheus_samples("operator_numRecordsIn")
-                      if s[1].get("job_id") == job_id and s[1].get("operator_name") == "score"
-                      and s[0].endswith("numRecordsIn")]
-        return low <= sum(value for _, _, value in counted) <= high
+    def total(name: str) -> float:
+        samples[name] = [s for s in flink_cluster.prometheus_samples(name)
+                         if s[1].get("job_id") == job_id and s[1].get("operator_name") == "score"
+                         and s[0].endswith(name)]
+        return sum(value for _, _, value in samples[name])
 
-    wait_until(add_up, 60, f"Prometheus counting {low}-{high} records into the score operator: {counted}",
-               interval_s=2)
-    assert len({labels["tm_id"] for _, labels, _ in counted}) == 2, "not both TaskManagers report"
-    assert {int(labels["subtask_index"]) for _, labels, _ in counted} == set(range(PARALLELISM))
+    def add_up() -> bool:
+        return (total("scoring_num_inferences") == scored and total("scoring_model_swaps") == swaps
+                and low <= total("operator_numRecordsIn") <= high)
+
+    try:
+        wait_until(add_up, 60, f"Prometheus counting {scored} inferences, {swaps} swaps and {low}-{high} "
+                   "records into the score operator", interval_s=2)
+    except TimeoutError as late:
+        raise AssertionError(f"{late} Last scraped: { {k: [s[2] for s in v] for k, v in samples.items()} }") from None
+    for found in samples.values():
+        assert len({labels["tm_id"] for _, labels, _ in found}) == 2, "not both TaskManagers report"
+        assert {int(labels["subtask_index"]) for _, labels, _ in found} == set(range(PARALLELISM))
