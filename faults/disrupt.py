@@ -1,5 +1,5 @@
-"""The disruptions: `kill -9` of the TaskManager or of its Python workers, and a restart of
-the Kafka broker. Only processes of the cluster and broker this run started are touched."""
+"""The disruptions: `kill -9` of a TaskManager, of its Python workers or of the JobManager, and
+a restart or a `kill -9` of the Kafka broker. Only processes of the cluster and broker this run started are touched."""
 
 from __future__ import annotations
 
@@ -65,14 +65,18 @@ def kill_python_workers() -> str:
     return f"kill -9 Python worker(s) {workers}"
 
 
-def kill_taskmanager(orphan_grace_s: float = 5) -> str:
-    """kill -9 the TaskManager. Its Python workers outlive it (PyFlink's workers do not notice
-    that their TaskManager died): the ones still alive after `orphan_grace_s` are killed."""
+def kill_taskmanager(pid: int | None = None, orphan_grace_s: float = 5) -> str:
+    """kill -9 a TaskManager (`pid`, or the only one). Its Python workers outlive it (PyFlink's
+    workers do not notice that their TaskManager died): the ones still alive after
+    `orphan_grace_s` are killed."""
     pids = flink_cluster.taskmanager_pids()
-    if len(pids) != 1:
+    if pid is None and len(pids) != 1:
         raise RuntimeError(f"expected one TaskManager process, found {pids}")
-    workers = python_workers()
-    kill9(pids, "TaskManager")
+    pid = pid or pids[0]
+    if pid not in pids:
+        raise RuntimeError(f"{pid} is not a TaskManager of this cluster: {pids}")
+    workers = [p for p in descendants(pid) if PYTHON_WORKER_MARK in _cmdline(p)]
+    kill9([pid], "TaskManager")
     flink_cluster.forget_dead_taskmanagers()
     deadline = time.monotonic() + orphan_grace_s
     while time.monotonic() < deadline and any(alive(p) for p in workers):
@@ -80,9 +84,17 @@ def kill_taskmanager(orphan_grace_s: float = 5) -> str:
     stragglers = [p for p in workers if alive(p)]
     if stragglers:
         kill9(stragglers, "orphaned Python workers")
-    note = f"kill -9 TaskManager {pids[0]}"
+    note = f"kill -9 TaskManager {pid}" + (f" (1 of {len(pids)})" if len(pids) > 1 else "")
     return note + (f" (its Python workers {stragglers} outlived it {orphan_grace_s:.0f}s: killed)"
                    if stragglers else "")
+
+
+def kill_jobmanager() -> str:
+    pids = flink_cluster.jobmanager_pids()
+    if len(pids) != 1:
+        raise RuntimeError(f"expected one JobManager process, found {pids}")
+    kill9(pids, "JobManager")
+    return f"kill -9 JobManager {pids[0]}"
 
 
 def start_taskmanager(timeout_s: float = 120) -> None:
@@ -93,9 +105,14 @@ def start_taskmanager(timeout_s: float = 120) -> None:
                "a new TaskManager registered", interval_s=1)
 
 
-def restart_broker(broker: KafkaBroker, down_s: float) -> str:
-    broker.stop()
+def restart_broker(broker: KafkaBroker, down_s: float, kill: bool = False) -> str:
+    """Stop the broker (SIGTERM, or `kill -9`), start it again after `down_s`."""
+    if kill:
+        broker.kill()
+    else:
+        broker.stop()
     time.sleep(down_s)
     started = time.monotonic()
     broker.start()
-    return f"broker stopped for {down_s:.0f}s, back in {time.monotonic() - started:.0f}s"
+    how = "killed (kill -9)" if kill else "stopped"
+    return f"broker {how}, down for {down_s:.0f}s, back in {time.monotonic() - started:.0f}s"

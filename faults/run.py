@@ -16,7 +16,7 @@ import time
 import traceback
 from pathlib import Path
 
-from faults import attacks
+from faults import at_scale, attacks
 from faults.cases import catalogue
 from faults.report import AT_LEAST_ONCE, EXACTLY_ONCE, CaseResult, table, write_json
 from faults.world import World, say
@@ -27,13 +27,14 @@ REPORT = paths.ROOT / "reports" / "faults.json"
 
 def run(names: list[str] | None, kills: int, fuzz_bad: int, deliveries: tuple[str, ...],
         workdir: Path, tensorflow: bool = True) -> list[CaseResult]:
-    cases = {**catalogue(kills, fuzz_bad, tensorflow), **attacks.cases(tensorflow)}
+    # The at-scale cases last: the first of them restarts the cluster and ends the other jobs.
+    cases = {**catalogue(kills, fuzz_bad, tensorflow), **attacks.cases(tensorflow), **at_scale.cases()}
     unknown = sorted(set(names or []) - set(cases))
     if unknown:
         raise SystemExit(f"unknown case(s) {unknown}; known: {sorted(cases)}")
     results: list[CaseResult] = []
     with World(workdir, deliveries) as world:
-        for name in names or list(cases):
+        for name in [n for n in cases if not names or n in names]:
             say(f"case {name} ...")
             started = time.monotonic()
             try:

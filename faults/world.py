@@ -8,7 +8,7 @@ import json
 import time
 import urllib.error
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from contract import scoring_pb2 as pb
@@ -18,10 +18,11 @@ from faults.report import EXACTLY_ONCE
 from faults.store import FaultyStore
 from faults.stream import RecordStream, Section
 from infra import flink_cluster, paths
-from infra.job_harness import RunningJob, ScoringSetup
+from infra.job_harness import ROLES, RunningJob, ScoringSetup
 from infra.kafka_broker import KafkaBroker, free_ports
 from infra.kafka_security import BrokerSecurity, Principal
 from infra.procs import wait_until
+from infra.topics import create_topics, unique_topics
 from model_store import cli
 from model_store.kafka_config import KafkaClientConfig
 from model_store.repository import ModelRepository, StoredModel
@@ -32,6 +33,7 @@ MAX_ARTIFACT_BYTES = 2 * 1024 * 1024
 RECOVERY_TIMEOUT_S = 300
 Event = pb.ModelEvent
 GUARDED_JOB, APP = Principal("guarded-scoring-job"), Principal("billing-app")
+SCALE_PARALLELISM, SCALE_TASKMANAGERS = 4, 2
 
 
 @dataclass
@@ -40,6 +42,7 @@ class Job:
     setup: ScoringSetup
     job_id: str
     outputs: JobOutputs
+    args: list[str] = field(default_factory=list)  # of `flink run`; none for a MiniCluster job
 
     @property
     def data_topic(self) -> str:
@@ -67,6 +70,8 @@ class World:
         self.jobs: list[Job] = []
         self.served: dict[str, int] = {}  # data type -> the version serving it
         self._guarded: Job | None = None
+        self._scaled: Job | None = None
+        self._owns_cluster = False
 
     # ---- start and stop ---------------------------------------------------------------------
     def __enter__(self) -> World:
@@ -102,8 +107,8 @@ class World:
         self.decoy = FaultyStore(self.workdir / "decoy").start()  # "another host"
         self.stack.callback(self.decoy.stop)
         say("starting the Flink standalone cluster (unless it is up)")
-        if flink_cluster.start():
-            self.stack.callback(flink_cluster.stop)
+        self._owns_cluster = flink_cluster.start()
+        self.stack.callback(self._stop_cluster)
         for delivery in self.deliveries:
             self.jobs.append(self._submit(delivery))
         # Every streamed data type is served by a wine model (PMML or TensorFlow, same inputs).
@@ -111,17 +116,53 @@ class World:
                                    self.sample_inputs("wine-pmml"))
         self.stack.callback(self.stream.close)
 
-    def _submit(self, delivery: str) -> Job:
-        setup = ScoringSetup(self.bootstrap, self.repo, self.store.base_url, self.workdir / delivery)
+    def _stop_cluster(self) -> None:
+        """Stop the cluster if this run started it; one it found running is left running as
+        it was found, with one TaskManager, should the at-scale cases have changed it."""
+        if self._owns_cluster:
+            flink_cluster.stop()
+        elif self._scaled is not None:
+            flink_cluster.stop()
+            flink_cluster.start()
+
+    def _submit(self, delivery: str, setup: ScoringSetup | None = None, **more_args) -> Job:
+        setup = setup or ScoringSetup(self.bootstrap, self.repo, self.store.base_url, self.workdir / delivery)
         args = setup.job_args(delivery=delivery, no_model_policy="dead-letter", load_retry_s=self.retry_after_s,
                               max_record_bytes=MAX_RECORD_BYTES, max_artifact_bytes=MAX_ARTIFACT_BYTES,
-                              stats_interval_ms=5000, job_name=f"faults {delivery} {setup.topics['data']}")
-        job_id = flink_cluster.submit_scoring_job(args)
-        self.stack.callback(self._cancel, job_id)
-        outputs = JobOutputs(setup)
-        self.stack.callback(outputs.close)
-        say(f"submitted the scoring job ({delivery}): {job_id}")
-        return Job(delivery, setup, job_id, outputs)
+                              stats_interval_ms=5000, job_name=f"faults {delivery} {setup.topics['data']}",
+                              **more_args)
+        job = Job(delivery, setup, "", JobOutputs(setup), args)
+        self.stack.callback(job.outputs.close)
+        self.resubmit(job)
+        say(f"submitted the scoring job ({delivery}): {job.job_id}")
+        return job
+
+    def resubmit(self, job: Job, *more_args: str) -> None:
+        """`flink run` the job (again, e.g. `--restore-from` a checkpoint); it is cancelled at
+        the end of the run."""
+        job.job_id = flink_cluster.submit_scoring_job([*job.args, *more_args])
+        self.stack.callback(self._cancel, job.job_id)
+
+    def scaled_job(self) -> Job:
+        """The at-scale cases' job: exactly-once at parallelism 4 on two TaskManagers, its data
+        topic of 4 partitions, and a stream of its own. On first use the other jobs are
+        cancelled and the cluster restarted with two TaskManagers: these cases run last."""
+        if self._scaled is None:
+            say(f"at scale: cancelling the other jobs, restarting the cluster with {SCALE_TASKMANAGERS} "
+                f"TaskManagers, submitting the exactly-once job at parallelism {SCALE_PARALLELISM}")
+            for job in self.jobs:
+                self._cancel(job.job_id)
+            flink_cluster.stop()
+            flink_cluster.start(taskmanagers=SCALE_TASKMANAGERS)
+            topics = unique_topics(*ROLES)
+            create_topics(self.bootstrap, [topics["data"]], partitions=SCALE_PARALLELISM)
+            setup = ScoringSetup(self.bootstrap, self.repo, self.store.base_url, self.workdir / "scaled", topics)
+            self._scaled = self._submit(EXACTLY_ONCE, setup, parallelism=SCALE_PARALLELISM)
+            self.jobs = [self._scaled]
+            self.stream = RecordStream(self.bootstrap, [self._scaled.data_topic], self.sample_inputs("wine-pmml"),
+                                       per_tick=1)
+            self.stack.callback(self.stream.close)
+        return self._scaled
 
     def guarded_job(self) -> Job:
         """A job that runs only what the run's key signed and reaches Kafka over SASL_SSL as a

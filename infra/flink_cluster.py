@@ -89,15 +89,30 @@ def taskmanager_ids() -> set[str]:
     return {tm["id"] for tm in rest("/taskmanagers")["taskmanagers"]}
 
 
-def taskmanager_pids() -> list[int]:
-    """Live TaskManager processes of this cluster, from the pid file `taskmanager.sh` keeps."""
+def _daemon_pids(kind: str, main_class: bytes) -> list[int]:
+    """Live processes of this cluster from the pid file its daemon script keeps."""
     pids = []
-    for pid_file in (paths.RUN / "flink").glob("flink-*-taskexecutor.pid"):
+    for pid_file in (paths.RUN / "flink").glob(f"flink-*-{kind}.pid"):
         for line in pid_file.read_text().split():
             cmdline = Path(f"/proc/{line}/cmdline")
-            if line.isdigit() and cmdline.exists() and b"TaskManagerRunner" in cmdline.read_bytes():
+            if line.isdigit() and cmdline.exists() and main_class in cmdline.read_bytes():
                 pids.append(int(line))
     return pids
+
+
+def taskmanager_pids() -> list[int]:
+    """Live TaskManager processes of this cluster, from the pid file `taskmanager.sh` keeps."""
+    return _daemon_pids("taskexecutor", b"TaskManagerRunner")
+
+
+def jobmanager_pids() -> list[int]:
+    return _daemon_pids("standalonesession", b"StandaloneSessionClusterEntrypoint")
+
+
+def start_jobmanager(timeout_s: float = START_TIMEOUT_S) -> None:
+    """A JobManager again, after one died; the TaskManagers still running register with it."""
+    subprocess.run([_bin("jobmanager.sh"), "start"], env=flink_env(), check=True, stdout=subprocess.DEVNULL)
+    wait_until(lambda: port_is_open(REST_PORT), timeout_s, "the JobManager's REST endpoint")
 
 
 def forget_dead_taskmanagers() -> None:

@@ -211,6 +211,13 @@ class KafkaBroker:
             stop_pid(pid, signal.SIGTERM, grace_s=30)
         self.pid_file.unlink(missing_ok=True)
 
+    def kill(self) -> None:
+        """`kill -9`: no clean shutdown, the logs recovered at the next start."""
+        pid = self.running_pid()
+        if pid:
+            stop_pid(pid, signal.SIGKILL, grace_s=30)
+        self.pid_file.unlink(missing_ok=True)
+
     def admit_job(self, principal: Principal, topics: Mapping[str, str], group_id: str) -> Path:
         """Grant `principal` the scoring job's ACLs on `topics`; its client properties file
         for the SASL_SSL listener (the job's --kafka-config)."""

@@ -22,7 +22,7 @@ from scoring.lifecycle import (
 from scoring.loader import DescriptorError, Servable, parse_descriptor
 from scoring.manager import ERROR, LOADING, READY, LoadStatus, ModelManager
 from scoring.policy import accept
-from scoring.stats import ModelStats
+from scoring.stats import ModelStats, OperatorTotals
 
 ROLLBACK = pb.ModelDescriptor.ROLLBACK
 
@@ -168,6 +168,16 @@ def test_stats_keep_the_flip23_counters():
     m = stats.as_map()
     assert (m["usage"], m["failed"], m["batches"]) == (14, 1, 2)
     assert (m["min_ms"], m["max_ms"], m["mean_ms"], m["total_ms"]) == (2.0, 4.0, 3.0, 6.0)
+
+
+def test_operator_totals_count_records_batches_and_loads():
+    totals = OperatorTotals()
+    totals.record_batch(10, 1, 0.004)
+    totals.record_batch(3, 3, 0.001)
+    totals.record_load(250.7)
+    assert (totals.num_inferences, totals.failed_inferences, totals.inference_batches) == (9, 4, 2)
+    assert (totals.failed_batches_counter, totals.inference_micros_total) == (1, 5000)
+    assert (totals.model_loads, totals.model_load_millis_total) == (1, 250)
 
 
 def test_status_folds_events_into_the_active_model_per_data_type():
