@@ -134,6 +134,20 @@ def start_taskmanager(prometheus: bool = False) -> None:
                    stdout=subprocess.DEVNULL)
 
 
+def ensure_taskmanagers(count: int, prometheus: bool = False, timeout_s: float = 180) -> int:
+    """Start TaskManagers until at least `count` are running, and wait until the JobManager
+    lists just the live ones (a dead one leaves its list at the heartbeat timeout); returns
+    how many were started. Needed between jobs: cancelling a PyFlink job can take its
+    TaskManager down (README, "Known limits")."""
+    forget_dead_taskmanagers()
+    missing = max(0, count - len(taskmanager_pids()))
+    for _ in range(missing):
+        start_taskmanager(prometheus)
+    wait_until(lambda: len(taskmanager_pids()) >= count and taskmanagers_registered() == len(taskmanager_pids()),
+               timeout_s, f"{count} live TaskManager(s), and only live ones registered", interval_s=1)
+    return missing
+
+
 def prometheus_samples(name_contains: str) -> list[tuple[str, dict[str, str], float]]:
     """(name, labels, value) of the samples whose name contains `name_contains`, scraped
     from every TaskManager's Prometheus reporter on this host (`start(prometheus=True)`)."""
@@ -158,9 +172,12 @@ def is_running() -> bool:
 
 def start(taskmanagers: int = 1, prometheus: bool = False) -> bool:
     """Start the cluster: a JobManager and `taskmanagers` TaskManagers of two slots each;
-    False if one was already running (then leave it to its owner)."""
+    False if one was already running (then leave it to its owner, with TaskManagers started
+    to make `taskmanagers`, should some have died)."""
     if is_running():
-        print(f"Flink cluster already running: http://127.0.0.1:{REST_PORT}")
+        started = ensure_taskmanagers(taskmanagers, prometheus)
+        print(f"Flink cluster already running: http://127.0.0.1:{REST_PORT}"
+              + (f"; started {started} TaskManager(s) to make {taskmanagers}" if started else ""))
         return False
     ensure_port_free(REST_PORT, "Flink REST endpoint")
     ensure_port_free(RPC_PORT, "Flink JobManager RPC")

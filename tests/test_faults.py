@@ -21,10 +21,13 @@ from infra import paths
 @pytest.mark.integration
 @pytest.mark.cluster
 def test_kills_broker_restart_store_errors_and_fuzz_lose_nothing(standalone_cluster, tmp_path):
-    results = run(QUICK, kills=1, fuzz_bad=10_000, deliveries=(EXACTLY_ONCE,), workdir=tmp_path,
+    """The quick set, then one TaskManager of two killed under the job at parallelism 4 (last:
+    it restarts the cluster with two TaskManagers; one again afterwards)."""
+    cases = [*QUICK, "scale-taskmanager-kill"]
+    results = run(cases, kills=1, fuzz_bad=10_000, deliveries=(EXACTLY_ONCE,), workdir=tmp_path,
                   tensorflow=False)
     report = table(results)
-    assert sorted(r.name for r in results) == sorted(QUICK), report
+    assert sorted(r.name for r in results) == sorted(cases), report
     for r in results:
         assert r.lost == 0 and r.duplicated == 0, report
         assert all(c.ok for c in r.checks), report
