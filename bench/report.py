@@ -22,6 +22,8 @@ TARGETS = [
     ("end-to-end p99 at 50% load, PMML (ms)", lambda r: r["latency"]["pmml"]["p99_ms"], 250, False),
     ("end-to-end p99 at 50% load, TF (ms)", lambda r: r["latency"]["tf"]["p99_ms"], 250, False),
     ("publish -> first result p50 (s)", lambda r: r["swap"]["publish_to_first_p50_s"], 2.0, False),
+    ("p=4 on 2 TaskManagers: publish -> first v2 result, worst subtask (s)",
+     lambda r: r["scale"]["swap"]["publish_to_first_v2_worst_s"], 2.0, False),
     ("p99 latency around swaps / steady", lambda r: r["swap"]["latency_p99_ratio"], 2.0, False),
     ("1,000 models: peak RSS (MB)", lambda r: r["many_models"]["peak_rss_mb"], 4096, False),
     ("1,000 models / single-model throughput", lambda r: r["many_models"]["rps"] / r["throughput"]["pmml_rps"], 0.5, True),
@@ -85,6 +87,19 @@ def markdown(report: dict) -> str:
         out += [f"| {r['model']} | {r['artifact_kb']:,.0f} | {r['graph_kb']:,.0f} | {r['verify_signature_ms']:.3f} | "
                 f"{r['sha256_ms']:.2f} | {r['graph_check_ms']:.2f} |" for r in sec["trust_checks"]]
         out.append("")
+    if "scale" in report:
+        sc = report["scale"]
+        out += [f"## At scale: `flink run` on {sc['taskmanagers']} TaskManagers, 16 data types, a 4-partition topic "
+                f"({sc['records']:,} records per case; records/s, 1-minute load average)\n",
+                "| model | p=1 | p=2 | p=4 | p=4 ÷ p=1 |", "|---|---:|---:|---:|---:|"]
+        out += [f"| {kind} | " + " | ".join(f"{_fmt(sc[f'{kind}_p{p}_rps'])} (load {sc[f'{kind}_p{p}_load_avg_1m']:.1f})"
+                                          for p in (1, 2, 4)) + f" | {sc[f'{kind}_p4_over_p1']:.2f} |"
+                for kind in ("pmml", "tf")]
+        sw = sc["swap"]
+        out += ["", f"Swap of all 16 data types at p={sw['parallelism']}: {sw['data_types_swapped']} swapped; "
+                f"publish → first result by v2: p50 {sw['publish_to_first_v2_p50_s']:.2f} s, worst "
+                f"{sw['publish_to_first_v2_worst_s']:.2f} s; worst per subtask: "
+                + ", ".join(f"{k}: {v:.2f} s" for k, v in sorted(sw["worst_per_subtask_s"].items())), ""]
     if "batch_sweep" in report:
         out += ["## Micro-batch size (PMML)\n",
                 "| batch size | records/s | ms per model call | records per call | ms per record |",
@@ -116,7 +131,7 @@ def chart(report: dict, target: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [k for k in ("throughput", "batch_sweep") if k in report]
+    panels = [k for k in ("throughput", "scale", "batch_sweep") if k in report]
     fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(6 * max(len(panels), 1), 4.5), squeeze=False)
     for ax, panel in zip(axes[0], panels, strict=False):
         if panel == "throughput":
@@ -131,6 +146,15 @@ def chart(report: dict, target: Path) -> None:
             ax.set_ylabel("records/s (log)")
             ax.set_title("Throughput, parallelism 1")
             ax.tick_params(axis="x", rotation=30)
+        elif panel == "scale":
+            sc = report["scale"]
+            for kind, color in (("pmml", "C0"), ("tf", "C1")):
+                ax.plot([1, 2, 4], [sc[f"{kind}_p{p}_rps"] for p in (1, 2, 4)], marker="o", color=color, label=kind)
+            ax.set_xticks([1, 2, 4])
+            ax.set_xlabel("parallelism (2 TaskManagers, 2 cores)")
+            ax.set_ylabel("records/s")
+            ax.set_title("At scale, flink run")
+            ax.legend()
         else:
             sweep = report["batch_sweep"]
             ax.plot([b["batch_size"] for b in sweep], [b["rps"] for b in sweep], marker="o")

@@ -10,7 +10,8 @@ librdkafka (far faster than any job here), to a topic of the case's own. The rat
 results whose broker append times (LogAppendTime) fall between the 10th and 90th percentile
 of them all; how many fell before and after that window is reported with it.
 
-    python -m bench.run [--records 200000] [--only throughput,latency,formats,swap,rollout,many_models,batch_sweep]
+    python -m bench.run [--records 200000] [--only throughput,latency,formats,security,swap,rollout,many_models,
+                                                batch_sweep,scale]
 """
 
 from __future__ import annotations
@@ -797,7 +798,7 @@ def main(argv: list[str] | None = None) -> int:
     stop_on_sigterm()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--records", type=int, default=200_000)
-    p.add_argument("--only", default="throughput,latency,formats,security,swap,rollout,many_models,batch_sweep")
+    p.add_argument("--only", default="throughput,latency,formats,security,swap,rollout,many_models,batch_sweep,scale")
     p.add_argument("--models", type=int, default=1000)
     p.add_argument("--name", default="", help="a partial run: write bench/results/<date>-<name>.{json,md}, "
                                               "not latest.*")
@@ -846,10 +847,19 @@ def main(argv: list[str] | None = None) -> int:
             write_report(report, args.name)
         if "batch_sweep" in only:
             report["batch_sweep"] = batch_sweep(bench, max(args.records // 8, 1000))
+            write_report(report, args.name)
+        if "scale" in only:  # last: it starts the standalone cluster with two TaskManagers
+            from bench import at_scale
+
+            report["scale"] = at_scale.section(bench, max(args.records // 4, 1000))
     report["duration_s"] = time.monotonic() - started
     write_report(report, args.name)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # The main of the imported `bench.run`, not of this `__main__` copy: bench.at_scale imports
+    # `bench.run`, and the two copies would keep two LOAD_SAMPLES.
+    from bench import run
+
+    sys.exit(run.main())
