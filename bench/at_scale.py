@@ -28,12 +28,11 @@ from bench.run import (
 from contract import scoring_pb2 as pb
 from contract.json_records import read_result
 from infra import flink_cluster
-from infra.job_harness import ScoringSetup
+from infra.job_harness import SCALE_DATA_TYPES, ScoringSetup
 from infra.procs import wait_until
 from model_store import cli
 
 TASKMANAGERS, PARTITIONS = 2, 4
-DATA_TYPES = [f"scale-{k}" for k in range(16)]
 TASKMANAGERS_REPLACED: list[int] = []  # PyFlink 2.2.1 can take a TaskManager down when a job is cancelled
 
 
@@ -75,8 +74,8 @@ def job_args(setup: ScoringSetup, parallelism: int) -> list[str]:
 
 def throughput(bench: Bench, kind: str, parallelism: int, n: int) -> dict:
     setup = bench.setup(partitions=PARTITIONS)
-    workload = Workload(bench.rows, DATA_TYPES)
-    bench.publish(setup, kind, DATA_TYPES)
+    workload = Workload(bench.rows, SCALE_DATA_TYPES)
+    bench.publish(setup, kind, SCALE_DATA_TYPES)
     with ClusterJob(job_args(setup, parallelism)) as job:
         producer_rps = bench.warm_then_measure(setup, job, n, timeout_s=900, workload=workload)
         load = os.getloadavg()[0]
@@ -94,7 +93,7 @@ def swap(bench: Bench, parallelism: int = 4, per_tick: int = 2) -> dict:
     model = bench.samples["wine-pmml"] / "model.pmml"
 
     def versions() -> list[pb.ModelDescriptor]:  # names of this case's own: v1, then v2
-        stored = [bench.repo.publish(f"swap-{t}", model, pb.PMML, t) for t in DATA_TYPES]
+        stored = [bench.repo.publish(f"swap-{t}", model, pb.PMML, t) for t in SCALE_DATA_TYPES]
         return [cli.descriptor_for(bench.repo, s, bench.store.base_url, 0) for s in stored]
 
     cli.announce(setup.bootstrap, setup.topics["models"], versions())
@@ -103,19 +102,20 @@ def swap(bench: Bench, parallelism: int = 4, per_tick: int = 2) -> dict:
 
     def stream() -> None:
         while not stop.wait(0.1):
-            produce_records(setup.bootstrap, setup.topics["data"], bench.rows, per_tick * len(DATA_TYPES),
-                            DATA_TYPES, prefix=f"s{time.monotonic_ns()}")
+            produce_records(setup.bootstrap, setup.topics["data"], bench.rows, per_tick * len(SCALE_DATA_TYPES),
+                            SCALE_DATA_TYPES, prefix=f"s{time.monotonic_ns()}")
 
     with ClusterJob(job_args(setup, parallelism)) as job:
-        produce_records(setup.bootstrap, setup.topics["data"], bench.rows, len(DATA_TYPES), DATA_TYPES, "warm")
-        wait_for_results(setup, len(DATA_TYPES), job, timeout_s=600)
+        produce_records(setup.bootstrap, setup.topics["data"], bench.rows, len(SCALE_DATA_TYPES),
+                        SCALE_DATA_TYPES, "warm")
+        wait_for_results(setup, len(SCALE_DATA_TYPES), job, timeout_s=600)
         streamer = threading.Thread(target=stream, daemon=True)
         streamer.start()
         try:
             time.sleep(5)
             published_ms = time.time() * 1000
             cli.announce(setup.bootstrap, setup.topics["models"], v2)
-            for data_type in DATA_TYPES:
+            for data_type in SCALE_DATA_TYPES:
                 setup.wait_for_event(pb.ModelEvent.AVAILABLE, data_type, 2, timeout_s=300)
             time.sleep(5)
         finally:
@@ -129,13 +129,13 @@ def swap(bench: Bench, parallelism: int = 4, per_tick: int = 2) -> dict:
             first_v2[result.data_type] = min(first_v2.get(result.data_type, r.timestamp), r.timestamp)
     owners = {e.data_type: e.subtask for e in setup.events(timeout_s=3)
               if e.state == pb.ModelEvent.AVAILABLE and e.model_version == 2}
-    seconds = {t: (first_v2[t] - published_ms) / 1000 for t in DATA_TYPES if t in first_v2}
+    seconds = {t: (first_v2[t] - published_ms) / 1000 for t in SCALE_DATA_TYPES if t in first_v2}
     per_subtask = {str(s): max(seconds[t] for t in seconds if owners.get(t) == s) for s in set(owners.values())}
     out = {"parallelism": parallelism, "data_types_swapped": len(seconds), "load_avg_1m": load,
            "publish_to_first_v2_p50_s": float(np.median(list(seconds.values()))) if seconds else float("nan"),
            "publish_to_first_v2_worst_s": max(seconds.values(), default=float("nan")),
            "worst_per_subtask_s": per_subtask}
-    log(f"scale swap p={parallelism}: {len(seconds)} of {len(DATA_TYPES)} data types on v2; publish -> first v2 "
+    log(f"scale swap p={parallelism}: {len(seconds)} of {len(SCALE_DATA_TYPES)} data types on v2; publish -> first v2 "
         f"result p50 {out['publish_to_first_v2_p50_s']:.2f}s, worst {out['publish_to_first_v2_worst_s']:.2f}s "
         f"(per subtask: {per_subtask})")
     return out

@@ -17,11 +17,10 @@ from faults.report import CaseResult
 from faults.stream import Section
 from faults.world import RECOVERY_TIMEOUT_S, SCALE_TASKMANAGERS, Job, World, say
 from infra import flink_cluster
-from infra.job_harness import latest_checkpoint
+from infra.job_harness import SCALE_DATA_TYPES, latest_checkpoint
 from infra.procs import wait_until
 
 Event = pb.ModelEvent
-DATA_TYPES = [f"scale-{k}" for k in range(16)]
 restarted_from: dict[str, Path] = {}  # a job submitted again after a JobManager kill -> its checkpoint
 
 
@@ -66,7 +65,8 @@ def jobmanager_killed(world: World, section: Section) -> list[str]:
     world.resubmit(job, "--restore-from", checkpoint.as_uri())
     restarted_from[job.job_id] = checkpoint
     say(f"job {old} submitted again from {checkpoint.name}: {job.job_id}")
-    notes += [f"job submitted again from {checkpoint.name} of {old}", first_result_after(job, section, killed_at, sent_before)]
+    notes += [f"job submitted again from {checkpoint.name} of {old}",
+              first_result_after(job, section, killed_at, sent_before)]
     return notes
 
 
@@ -91,15 +91,15 @@ def killed_during_swap(world: World, section: Section) -> list[str]:
     v2 (others still loading or swapping), one TaskManager of two is killed."""
     job = world.scaled_job()
     time.sleep(3)
-    for data_type in DATA_TYPES:
+    for data_type in SCALE_DATA_TYPES:
         d = world.publish(data_type, data_type, world.samples["wine-pmml"] / "model.pmml", pb.PMML)
         world.served[data_type] = d.version
     first = job.outputs.wait_event(lambda e: e.state == Event.AVAILABLE and e.model_version == 2
-                                   and e.data_type in DATA_TYPES, "AVAILABLE v2 of a scale data type", 180)
+                                   and e.data_type in SCALE_DATA_TYPES, "AVAILABLE v2 of a scale data type", 180)
     swapped = {e.data_type for e in job.outputs.events(is_event(Event.AVAILABLE, version=2))}
     killed_at, sent_before = time.monotonic(), len(section.ids_so_far())
     notes = [disrupt.kill_taskmanager(flink_cluster.taskmanager_pids()[0]),
-             f"killed when {len(swapped)} of {len(DATA_TYPES)} data types had swapped to v2 "
+             f"killed when {len(swapped)} of {len(SCALE_DATA_TYPES)} data types had swapped to v2 "
              f"(the first: {first.data_type})"]
     disrupt.start_taskmanager()
     notes.append(first_result_after(job, section, killed_at, sent_before))
@@ -107,7 +107,7 @@ def killed_during_swap(world: World, section: Section) -> list[str]:
 
 
 def old_then_new_everywhere(job: Job, scores: list[Score], r: CaseResult) -> None:
-    runs = {t: version_runs(scores, t) for t in DATA_TYPES}
+    runs = {t: version_runs(scores, t) for t in SCALE_DATA_TYPES}
     wrong = {t: v for t, v in runs.items() if v != [1, 2]}
     r.check("every data type: the old version, then the new one, never back", not wrong, f"versions {wrong}")
 
@@ -115,11 +115,12 @@ def old_then_new_everywhere(job: Job, scores: list[Score], r: CaseResult) -> Non
 def cases() -> dict[str, Case]:
     return {
         "scale-taskmanager-kill": _scaled(streamed(
-            "scale-taskmanager-kill", DATA_TYPES, one_taskmanager_killed, restores=1)),
+            "scale-taskmanager-kill", SCALE_DATA_TYPES, one_taskmanager_killed, restores=1)),
         "scale-jobmanager-kill": _scaled(streamed(
-            "scale-jobmanager-kill", DATA_TYPES, jobmanager_killed, more_checks=restored_from_checkpoint)),
-        "scale-broker-kill": _scaled(streamed("scale-broker-kill", DATA_TYPES, broker_killed)),
+            "scale-jobmanager-kill", SCALE_DATA_TYPES, jobmanager_killed, more_checks=restored_from_checkpoint)),
+        "scale-broker-kill": _scaled(streamed("scale-broker-kill", SCALE_DATA_TYPES, broker_killed)),
         "scale-kill-during-swap": _scaled(streamed(
-            "scale-kill-during-swap", DATA_TYPES, killed_during_swap, restores=1,
-            changes=lambda w: {t: f"{t} v{w.served[t]}" for t in DATA_TYPES}, more_checks=old_then_new_everywhere)),
+            "scale-kill-during-swap", SCALE_DATA_TYPES, killed_during_swap, restores=1,
+            changes=lambda w: {t: f"{t} v{w.served[t]}" for t in SCALE_DATA_TYPES},
+            more_checks=old_then_new_everywhere)),
     }

@@ -28,6 +28,9 @@ from model_store.kafka_io import consume, produce, produce_keyed
 from model_store.repository import ModelRepository
 
 ROLES = ("data", "models", "scores", "dead-letters", "model-events", "pairs")
+# Data types whose keys Flink spreads over all 4 subtasks at parallelism 4 (128 key groups):
+# the at-scale test, faults and bench send these, so every subtask owns some.
+SCALE_DATA_TYPES = [f"scale-{k}" for k in range(16)]
 
 
 @dataclass

@@ -10,7 +10,7 @@ import pytest
 
 from contract import scoring_pb2 as pb
 from infra import flink_cluster
-from infra.job_harness import ROLES, ScoringSetup, describe
+from infra.job_harness import ROLES, SCALE_DATA_TYPES, ScoringSetup, describe
 from infra.procs import wait_until
 from infra.topics import create_topics, unique_topics
 from tests.conftest import load_samples
@@ -18,7 +18,6 @@ from tests.conftest import load_samples
 pytestmark = [pytest.mark.integration, pytest.mark.cluster]
 Event = pb.ModelEvent
 PARALLELISM = 4
-DATA_TYPES = [f"scale-{k}" for k in range(16)]
 
 
 @pytest.fixture(scope="module")
@@ -39,17 +38,17 @@ def events(setup: ScoringSetup, state: int, version: int) -> list[pb.ModelEvent]
 
 
 def send_each(setup: ScoringSetup, rows: list[dict], per_type: int, prefix: str) -> list[str]:
-    return [i for dt in DATA_TYPES for i in setup.send_records(dt, rows[:per_type], prefix=f"{prefix}-{dt}")]
+    return [i for dt in SCALE_DATA_TYPES for i in setup.send_records(dt, rows[:per_type], prefix=f"{prefix}-{dt}")]
 
 
 def swap_everywhere(setup: ScoringSetup, rows: list[dict], model: str, timeout_s: float = 240) -> list[str]:
     """Publish v2 for every data type, then send a record of each a second (a swap happens
     as its data type's records arrive) until every data type reports AVAILABLE v2."""
-    for dt in DATA_TYPES:
+    for dt in SCALE_DATA_TYPES:
         setup.publish(f"model-{dt}", dt, "pmml", model)
     sent: list[str] = []
     deadline = time.monotonic() + timeout_s
-    while {e.data_type for e in events(setup, Event.AVAILABLE, 2)} != set(DATA_TYPES):
+    while {e.data_type for e in events(setup, Event.AVAILABLE, 2)} != set(SCALE_DATA_TYPES):
         assert time.monotonic() < deadline, f"not every data type swapped in {timeout_s}s"
         sent += send_each(setup, rows, 1, f"nudge-{len(sent)}")
     return sent
@@ -84,7 +83,7 @@ def test_rescaled_1_4_2_every_subtask_swaps_nothing_lost_or_twice(kafka, store, 
     assert flink_cluster.taskmanagers_registered() == 2
     job_id = flink_cluster.submit_scoring_job([*args, "--parallelism", "1"])
     try:
-        for dt in DATA_TYPES:
+        for dt in SCALE_DATA_TYPES:
             setup.publish(f"model-{dt}", dt, "pmml", model)
         sent = send_each(setup, rows, 10, "p1")
         held = setup.send_records("scale-held", rows[:10], prefix="held")
@@ -109,11 +108,11 @@ def test_rescaled_1_4_2_every_subtask_swaps_nothing_lost_or_twice(kafka, store, 
         # Every subtask got every v2 on the broadcast side and loaded it, not only the owners.
         assert {e.subtask for e in events(setup, Event.READY, 2)} == set(range(PARALLELISM))
         assert {e.data_type: e.subtask for e in events(setup, Event.AVAILABLE, 2)} == {
-            dt: owners[dt] for dt in DATA_TYPES}, "a data type swapped on a subtask that does not own it"
+            dt: owners[dt] for dt in SCALE_DATA_TYPES}, "a data type swapped on a subtask that does not own it"
         swaps = [e for e in setup.events(timeout_s=3) if e.state == Event.AVAILABLE
                  and (e.model_version == 2 or e.data_type == "scale-held")]  # the p=4 job's
         prometheus_counts(job_id, scored=len(sent) - 160 + len(held), swaps=len(swaps),
-                          sent_to_it=len(sent) - 160, held=len(held), descriptors=len(DATA_TYPES) + 1)
+                          sent_to_it=len(sent) - 160, held=len(held), descriptors=len(SCALE_DATA_TYPES) + 1)
 
         job_id, _ = flink_cluster.rescale(job_id, 2, args, savepoints)
         at_2 = send_each(setup, rows, 10, "p2")
