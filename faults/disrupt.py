@@ -1,5 +1,6 @@
 """The disruptions: `kill -9` of a TaskManager, of its Python workers or of the JobManager, and
-a restart or a `kill -9` of the Kafka broker. Only processes of the cluster and broker this run started are touched."""
+a restart or a `kill -9` of the Kafka broker. Only processes of the cluster and broker this
+run started are touched."""
 
 from __future__ import annotations
 
