@@ -99,7 +99,9 @@ def markdown(report: dict) -> str:
         out += ["", f"Swap of all 16 data types at p={sw['parallelism']}: {sw['data_types_swapped']} swapped; "
                 f"publish → first result by v2: p50 {sw['publish_to_first_v2_p50_s']:.2f} s, worst "
                 f"{sw['publish_to_first_v2_worst_s']:.2f} s; worst per subtask: "
-                + ", ".join(f"{k}: {v:.2f} s" for k, v in sorted(sw["worst_per_subtask_s"].items())), ""]
+                + ", ".join(f"{k}: {v:.2f} s" for k, v in sorted(sw["worst_per_subtask_s"].items())),
+                "", f"TaskManagers that died when a job was cancelled (started again before the next job): "
+                f"{sc.get('taskmanagers_died_at_a_cancel', 0)}", ""]
     if "batch_sweep" in report:
         out += ["## Micro-batch size (PMML)\n",
                 "| batch size | records/s | ms per model call | records per call | ms per record |",
