@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import sys
 
-from pyflink.common import Configuration
+from pyflink.common import Configuration, Types
 from pyflink.common.serialization import ByteArraySchema
-from pyflink.datastream import CheckpointingMode, StreamExecutionEnvironment
+from pyflink.datastream import (
+    CheckpointingMode,
+    DataStream,
+    KeyedStream,
+    StreamExecutionEnvironment,
+)
 from pyflink.datastream.connectors.base import DeliveryGuarantee
 from pyflink.datastream.connectors.kafka import (
     KafkaOffsetsInitializer,
@@ -14,8 +19,9 @@ from pyflink.datastream.connectors.kafka import (
     KafkaSink,
     KafkaSource,
 )
+from pyflink.java_gateway import get_gateway
 
-from jobs.jars import kafka_connector_jar, shaded_class_names
+from jobs.jars import job_jars, shaded_class_names
 from model_store.kafka_config import KafkaClientConfig, client_config
 
 STARTING_OFFSETS = {
@@ -23,6 +29,7 @@ STARTING_OFFSETS = {
     "latest": KafkaOffsetsInitializer.latest,
     "committed": lambda: KafkaOffsetsInitializer.committed_offsets(),
 }
+BYTES = Types.PRIMITIVE_ARRAY(Types.BYTE())
 DELIVERY = {
     "exactly-once": DeliveryGuarantee.EXACTLY_ONCE,
     "at-least-once": DeliveryGuarantee.AT_LEAST_ONCE,
@@ -46,8 +53,8 @@ def execution_environment(
     for key, value in (extra or {}).items():
         config.set_string(key, value)
     env = StreamExecutionEnvironment.get_execution_environment(config)
-    # Appends to what `flink run -j` set; as a job's jar, not in the cluster's lib/.
-    env.add_jars(kafka_connector_jar().as_uri())
+    # Appends to what `flink run -j` set; as a job's jars, not in the cluster's lib/.
+    env.add_jars(*(jar.as_uri() for jar in job_jars()))
     env.set_parallelism(parallelism)
     if checkpoint_interval_ms > 0:
         env.enable_checkpointing(checkpoint_interval_ms, CheckpointingMode.EXACTLY_ONCE)
@@ -112,3 +119,20 @@ def with_properties(builder, kafka: KafkaClientConfig):
     for key, value in kafka.properties.items():
         builder = builder.set_property(key, shaded_class_names(value))
     return builder
+
+
+def keyed_by_data_type(records: DataStream, record_format: str, max_record_bytes: int) -> KeyedStream:
+    """Records (bytes) keyed by their data type, read on the JVM by the job's DataTypeKey
+    (jvm/keying; "" when it cannot be read).
+
+    PyFlink's own key_by would run a Python function per record in a stage of its own, before
+    the exchange: the job's Python code would run in two stages, each paying the framework's
+    per-record cost. This builds what key_by builds (Row(key, value), keyed by field 0 with
+    PyFlink's KeyByKeySelector), with a Java map instead."""
+    jvm = get_gateway().jvm
+    keyed = (records._j_data_stream
+             .map(jvm.io.github.flinkscoring.DataTypeKey(record_format, max_record_bytes),
+                  Types.ROW([Types.STRING(), BYTES]).get_java_type_info())
+             .name("key by data type").uid("key-by-data-type")
+             .keyBy(jvm.KeyByKeySelector(), Types.ROW([Types.STRING()]).get_java_type_info()))
+    return KeyedStream(keyed, BYTES, records)

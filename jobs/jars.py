@@ -8,11 +8,23 @@ FLINK_LIB = Path(__file__).resolve().parents[1] / "lib" / "flink"
 
 
 def kafka_connector_jar() -> Path:
-    jars = sorted(FLINK_LIB.glob("flink-sql-connector-kafka-*.jar"))
+    return _newest("flink-sql-connector-kafka-*.jar", "The Flink Kafka connector jar")
+
+
+def keying_jar() -> Path:
+    """The job's own Java class, built from jvm/keying/ (DataTypeKey)."""
+    return _newest("flink-scoring-keying.jar", "The job's keying jar")
+
+
+def job_jars() -> list[Path]:
+    """What every job ships with."""
+    return [kafka_connector_jar(), keying_jar()]
+
+
+def _newest(pattern: str, what: str) -> Path:
+    jars = sorted(FLINK_LIB.glob(pattern))
     if not jars:
-        raise FileNotFoundError(
-            f"The Flink Kafka connector jar is missing from {FLINK_LIB}: run `make jars`."
-        )
+        raise FileNotFoundError(f"{what} is missing from {FLINK_LIB}: run `make jars`.")
     return jars[-1]
 
 

@@ -1,9 +1,10 @@
 """The PyFlink functions of the scoring job: they move records and state in and out of
 Flink; what to do with them is decided by the PyFlink-free `scoring` package.
 
-- `ParseRecords`: bytes -> (data_type, bytes) keyed later by data type; bad bytes -> dead letters.
 - `ParseDescriptors`: bytes -> ModelDescriptor bytes; invalid ones -> REJECTED model events.
-- `ScoreRecords`: the KeyedBroadcastProcessFunction. Broadcast state keeps the latest
+- `ScoreRecords`: the KeyedBroadcastProcessFunction. Its records come keyed by the data
+  type the JVM read from their bytes (`jvm/keying`); it parses each once, and dead-letters
+  those it cannot score with the reason (`scoring.records`). Broadcast state keeps the latest
   accepted descriptor per data type; keyed state keeps the key's current and next model
   descriptors, its buffered records, and the progress of a rollout (`scoring.rollout`).
   Models load on a background thread (`ModelManager`); the swap current <- next happens
@@ -20,7 +21,6 @@ from dataclasses import dataclass, field, fields
 from functools import partial
 from pathlib import Path
 
-from google.protobuf.message import DecodeError
 from pyflink.common import Types
 from pyflink.datastream import (
     KeyedBroadcastProcessFunction,
@@ -36,9 +36,10 @@ from pyflink.datastream.state import (
 
 from contract import scoring_pb2 as pb
 from contract import signing
-from contract.json_records import JsonRecordError, decode_record
+from contract.json_records import decode_record
 from contract.rollout import describe_policy
 from contract.values import inputs_of
+from jobs.flink_env import BYTES
 from model_store.fetcher import ArtifactFetcher, FetchPolicy
 from scoring import explain, messages
 from scoring.batch import Outcome, identity_batch, score_batch
@@ -61,50 +62,19 @@ from scoring.loader import DescriptorError, Servable, check_signed, load_servabl
 from scoring.manager import READY, ModelManager
 from scoring.options import ScoringOptions
 from scoring.policy import accept
+from scoring.records import UnreadableRecord, read_record
 from scoring.rollout import from_json, takes_part, to_json
 from scoring.stats import ModelStats, OperatorTotals
 
 log = logging.getLogger(__name__)
 
-BYTES = Types.PRIMITIVE_ARRAY(Types.BYTE())
-KEYED_RECORD = Types.TUPLE([Types.STRING(), BYTES])
 DEAD_LETTERS = OutputTag("dead-letters", BYTES)
 MODEL_EVENTS = OutputTag("model-events", BYTES)
 SHADOW_PAIRS = OutputTag("shadow-pairs", BYTES)
 ACCEPTED_MODELS = MapStateDescriptor("accepted-models", Types.STRING(), BYTES)
 
 Event = pb.ModelEvent
-
-
-class ParseRecords(ProcessFunction):
-    """Keeps records that parse; dead-letters the rest with the reason and original bytes."""
-
-    def __init__(self, max_record_bytes: int, record_format: str = "auto") -> None:
-        self.max_record_bytes = max_record_bytes
-        self.record_format = record_format
-
-    def process_element(self, value: bytes, ctx):
-        if len(value) > self.max_record_bytes:
-            yield DEAD_LETTERS, messages.dead_letter(
-                value[:1024], "parse",
-                f"record of {len(value)} bytes is over the {self.max_record_bytes}-byte limit "
-                "(only its first 1 KiB is kept here)")
-            return
-        try:
-            record, _ = decode_record(value, self.record_format)
-        except DecodeError as err:
-            yield DEAD_LETTERS, messages.dead_letter(
-                value, "parse", f"{len(value)} bytes are not a DataRecord protobuf: {err}")
-            return
-        except JsonRecordError as err:
-            yield DEAD_LETTERS, messages.dead_letter(value, "parse", f"bad JSON record: {err}")
-            return
-        missing = [f for f in ("record_id", "data_type") if not getattr(record, f)]
-        if missing:
-            yield DEAD_LETTERS, messages.dead_letter(
-                value, "parse", f"record has no {' and no '.join(missing)}", record)
-            return
-        yield record.data_type, value
+Arrived = tuple[bytes, pb.DataRecord, bool]  # a record's bytes, the record, whether it came as JSON
 
 
 class ParseDescriptors(ProcessFunction):
@@ -137,6 +107,9 @@ class KeyState(KeyModels):
     operator counts for it."""
 
     held: int = 0  # records in the key's buffer (a ListState): counted here, not in state
+    # The buffer's records as parsed on arrival, while this process has seen all of them
+    # (not the ones held while no model was ready, nor those restored with the key).
+    batch: list[Arrived] = field(default_factory=list)
     last_record_s: float = 0.0  # time.monotonic() of the key's last record
     last_stats_ms: int = field(default_factory=messages.now_ms)
     unreported: bool = False  # scored since the last STATS event
@@ -227,21 +200,28 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
             self.accepted = {k: pb.ModelDescriptor.FromString(v) for k, v in broadcast_state.items()}
 
     # ---- records (keyed side) --------------------------------------------------------
-    def process_element(self, value, ctx):
-        data_type, raw = value
+    def process_element(self, raw: bytes, ctx):
+        data_type = ctx.get_current_key()
+        try:
+            record, as_json = read_record(raw, data_type, self.options.max_record_bytes, self.options.record_format)
+        except UnreadableRecord as err:
+            yield DEAD_LETTERS, messages.dead_letter(err.original, "parse", str(err), err.record)
+            return
+        arrived = (raw, record, as_json)
         self._mirror(ctx.get_broadcast_state(ACCEPTED_MODELS))
         yield from self._collect_loads()
         km = self._key_models(data_type)
         yield from self._advance(data_type, km)
         servable = self._servable(km)
         if servable is None:
-            yield from self._hold(raw, km, ctx)
+            yield from self._hold(arrived, km, ctx)
             return
         if self._sparse(km):
-            yield from self._score(servable, data_type, km, [raw])
+            yield from self._score(servable, data_type, km, [arrived])
         else:
             self.buffer.add(raw)
             km.held += 1
+            km.batch.append(arrived)
             if km.held >= self.options.batch_size:
                 yield from self._flush(servable, data_type, km)
             elif km.held == 1:
@@ -269,17 +249,19 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
                 self._poll_again(ctx, km)
         yield from self._report_stats(data_type, km, ctx, now=max(messages.now_ms(), timestamp))
 
-    def _hold(self, raw: bytes, km: KeyState, ctx):
-        """No model is ready for this key: keep the record (bounded) or dead-letter it."""
+    def _hold(self, arrived: Arrived, km: KeyState, ctx):
+        """No model is ready for this key: keep the record (bounded) or dead-letter it. Held
+        records are not kept parsed in memory: there may be many."""
+        raw, record, _ = arrived
         unservable = self._unservable(km) if self.options.no_model_policy == "dead-letter" else ""
         if unservable:
-            yield DEAD_LETTERS, messages.dead_letter(raw, "no-model", unservable, self._record(raw)[0])
+            yield DEAD_LETTERS, messages.dead_letter(raw, "no-model", unservable, record)
             return
         if km.held >= self.options.max_held_records:
             yield DEAD_LETTERS, messages.dead_letter(
                 raw, "no-model",
                 f"no model is ready for this data type and {km.held} records are already held "
-                "(--max-held-records)", self._record(raw)[0])
+                "(--max-held-records)", record)
             return
         self.buffer.add(raw)
         km.held += 1
@@ -412,19 +394,17 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
 
     # ---- scoring -------------------------------------------------------------------------
     def _flush(self, servable: Servable, data_type: str, km: KeyState):
-        raws = list(self.buffer.get())
+        if len(km.batch) == km.held:
+            batch = km.batch
+        else:  # some were held or restored: the buffer has them all (read_record passed them)
+            batch = [(raw, *decode_record(raw, self.options.record_format)) for raw in self.buffer.get()]
         self.buffer.clear()
-        km.held = 0
-        yield from self._score(servable, data_type, km, raws)
+        km.held, km.batch = 0, []
+        yield from self._score(servable, data_type, km, batch)
 
-    def _record(self, raw: bytes) -> tuple[pb.DataRecord, bool]:
-        """A record ParseRecords let through, and whether it came as JSON."""
-        return decode_record(raw, self.options.record_format)
-
-    def _score(self, servable: Servable, data_type: str, km: KeyState, raws: list[bytes]):
+    def _score(self, servable: Servable, data_type: str, km: KeyState, batch: list[Arrived]):
         records, inputs = [], []
-        for raw in raws:
-            record, as_json = self._record(raw)
+        for raw, record, as_json in batch:
             try:
                 inputs.append(inputs_of(record))
                 records.append((raw, record, as_json))

@@ -14,26 +14,25 @@ import os
 import sys
 import tempfile
 
-from pyflink.common import Types, WatermarkStrategy
+from pyflink.common import WatermarkStrategy
 
 from contract.json_records import RECORD_FORMATS
 from contract.topics import TopicNames
 from jobs.flink_env import (
+    BYTES,
     DELIVERY,
     STARTING_OFFSETS,
     bytes_sink,
     bytes_source,
     execution_environment,
+    keyed_by_data_type,
 )
 from jobs.operators import (
     ACCEPTED_MODELS,
-    BYTES,
     DEAD_LETTERS,
-    KEYED_RECORD,
     MODEL_EVENTS,
     SHADOW_PAIRS,
     ParseDescriptors,
-    ParseRecords,
     ScoreRecords,
 )
 from model_store.kafka_config import KafkaClientConfig, KafkaConfigError
@@ -142,39 +141,35 @@ def options_from(args: argparse.Namespace) -> ScoringOptions:
     )
 
 
-def build(env, args: argparse.Namespace, kafka: KafkaClientConfig, parse_records=None, score=None) -> None:
-    """Sources -> parse -> connect(keyed records, broadcast models) -> score -> sinks.
-    The benchmarks' bare-PyFlink baseline passes identity functions for the two."""
+def build(env, args: argparse.Namespace, kafka: KafkaClientConfig, score=None) -> None:
+    """Sources -> connect(records keyed by data type, broadcast models) -> score -> sinks.
+    The benchmarks' bare-PyFlink baseline passes an identity function to score.
 
-    def source(topic: str, group: str):
-        return env.from_source(
-            bytes_source(kafka, topic, group, args.starting_offsets),
-            WatermarkStrategy.no_watermarks(), f"kafka: {topic}")
+    Every operator with state has a uid, so that a later version of the job restores this
+    one's checkpoints and savepoints."""
+
+    def source(topic: str, group: str, starting_offsets: str, uid: str):
+        return env.from_source(bytes_source(kafka, topic, group, starting_offsets),
+                               WatermarkStrategy.no_watermarks(), f"kafka: {topic}").uid(uid)
 
     options = options_from(args)
 
     def sink(stream, topic: str, name: str) -> None:
-        stream.sink_to(bytes_sink(kafka, topic, args.delivery,
-                                  transactional_id_prefix=f"{args.group_id}-{name}")).name(f"kafka: {topic}")
+        (stream.sink_to(bytes_sink(kafka, topic, args.delivery, transactional_id_prefix=f"{args.group_id}-{name}"))
+         .name(f"kafka: {topic}").uid(f"sink-{name}"))
 
-    records = (source(args.data_topic, args.group_id)
-               .process(parse_records or ParseRecords(options.max_record_bytes, options.record_format),
-                        output_type=KEYED_RECORD)
-               .name("parse records"))
+    records = keyed_by_data_type(source(args.data_topic, args.group_id, args.starting_offsets, "data-source"),
+                                 options.record_format, options.max_record_bytes)
     # Model updates are read from the start, so a fresh job learns every data type's model.
-    models = (env.from_source(
-                  bytes_source(kafka, args.models_topic, args.group_id + "-models", "earliest"),
-                  WatermarkStrategy.no_watermarks(), f"kafka: {args.models_topic}")
+    models = (source(args.models_topic, args.group_id + "-models", "earliest", "models-source")
               .process(ParseDescriptors(options.trusted_keys), output_type=BYTES)
-              .name("parse model descriptors"))
-    scored = (records.key_by(lambda r: r[0], key_type=Types.STRING())
-              .connect(models.broadcast(ACCEPTED_MODELS))
+              .name("parse model descriptors").uid("parse-model-descriptors"))
+    scored = (records.connect(models.broadcast(ACCEPTED_MODELS))
               .process(score or ScoreRecords(options), output_type=BYTES)
-              .name("score"))
+              .name("score").uid("score"))
 
     sink(scored, args.scores_topic, "scores")
-    sink(records.get_side_output(DEAD_LETTERS).union(scored.get_side_output(DEAD_LETTERS)),
-         args.dead_letters_topic, "dead-letters")
+    sink(scored.get_side_output(DEAD_LETTERS), args.dead_letters_topic, "dead-letters")
     sink(models.get_side_output(MODEL_EVENTS).union(scored.get_side_output(MODEL_EVENTS)),
          args.model_events_topic, "model-events")
     if args.pairs_topic:
