@@ -18,15 +18,18 @@ PyValue = float | int | str | bytes | np.ndarray
 def to_python(value: pb.Value) -> PyValue:
     kind = value.WhichOneof("kind")
     if kind == "tensor_value":
-        t = value.tensor_value
-        array = np.asarray(t.values, dtype=np.float32)
-        shape = tuple(t.shape)
-        if int(np.prod(shape)) != array.size:
-            raise ValueError(f"tensor shape {list(shape)} does not match its {array.size} values")
-        return array.reshape(shape)
+        return _array(value.tensor_value)
     if kind is None:
         raise ValueError("value has no kind set")
     return getattr(value, kind)
+
+
+def _array(t: pb.Tensor) -> np.ndarray:
+    array = np.asarray(t.values, dtype=np.float32)
+    shape = tuple(t.shape)
+    if int(np.prod(shape)) != array.size:
+        raise ValueError(f"tensor shape {list(shape)} does not match its {array.size} values")
+    return array.reshape(shape)
 
 
 def to_proto(value: PyValue | np.generic) -> pb.Value:
@@ -53,7 +56,17 @@ def to_proto(value: PyValue | np.generic) -> pb.Value:
 
 
 def inputs_of(record: pb.DataRecord) -> dict[str, PyValue]:
-    return {name: to_python(v) for name, v in record.inputs.items()}
+    # to_python inlined: this runs for every input of every record (~40% of the job's own
+    # Python time per record before, with 13 inputs).
+    inputs, values = {}, record.inputs
+    for name in values:  # upb's map has no native items(): abc's goes through Python per item
+        value = values[name]
+        kind = value.WhichOneof("kind")
+        if kind is None or kind == "tensor_value":
+            inputs[name] = to_python(value)
+        else:
+            inputs[name] = getattr(value, kind)
+    return inputs
 
 
 def fill_map(target, values: Mapping[str, PyValue]) -> None:

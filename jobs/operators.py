@@ -159,7 +159,7 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
     # ---- model updates (broadcast side) --------------------------------------------
     def process_broadcast_element(self, value: bytes, ctx):
         descriptor = pb.ModelDescriptor.FromString(value)
-        self._mirror(ctx.get_broadcast_state(ACCEPTED_MODELS))
+        self._mirror(ctx)
         yield from self._collect_loads()
         reason = accept(self.accepted.get(descriptor.data_type), descriptor)
         if reason:
@@ -192,12 +192,13 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
                     f"{status.error}; the data type keeps its current model (one that has "
                     f"none retries in {self.manager.retry_after_s:.0f}s)")
 
-    def _mirror(self, broadcast_state) -> None:
+    def _mirror(self, ctx) -> None:
         """After a restore, models load as their data types' records or timers ask for them:
         a current model first, then the next one (prefetching every accepted descriptor
         would queue the ones that serve behind upgrades that may have failed)."""
         if self.accepted is None:  # first use, also after a restore from a checkpoint
-            self.accepted = {k: pb.ModelDescriptor.FromString(v) for k, v in broadcast_state.items()}
+            self.accepted = {k: pb.ModelDescriptor.FromString(v)
+                             for k, v in ctx.get_broadcast_state(ACCEPTED_MODELS).items()}
 
     # ---- records (keyed side) --------------------------------------------------------
     def process_element(self, raw: bytes, ctx):
@@ -208,8 +209,9 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
             yield DEAD_LETTERS, messages.dead_letter(err.original, "parse", str(err), err.record)
             return
         arrived = (raw, record, as_json)
-        self._mirror(ctx.get_broadcast_state(ACCEPTED_MODELS))
-        yield from self._collect_loads()
+        self._mirror(ctx)
+        if self.manager.loading:
+            yield from self._collect_loads()
         km = self._key_models(data_type)
         yield from self._advance(data_type, km)
         servable = self._servable(km)
@@ -237,7 +239,7 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
     def on_timer(self, timestamp: int, ctx):
         data_type = ctx.get_current_key()
         # After a restore a timer can fire before any element: build the mirror here too.
-        self._mirror(ctx.get_broadcast_state(ACCEPTED_MODELS))
+        self._mirror(ctx)
         yield from self._collect_loads()
         km = self._key_models(data_type)
         yield from self._advance(data_type, km)

@@ -126,8 +126,7 @@ def label(d: Descriptor | None) -> str:
 def take_up(km: KeyModels, accepted: Descriptor | None) -> TakenUp | None:
     """The descriptor accepted for this data type becomes its next model, unless it already
     is the current or next one, or was given up on."""
-    seen = {id_of(d) for d in (km.current, km.next) if d is not None} | {km.failed_id}
-    if accepted is None or id_of(accepted) in seen:
+    if accepted is None or _seen(km, accepted):
         return None
     if (accepted.action == Descriptor.PROMOTE and km.rollout is not None
             and (accepted.name, accepted.version) == (km.next.name, km.next.version)):
@@ -140,6 +139,14 @@ def take_up(km: KeyModels, accepted: Descriptor | None) -> TakenUp | None:
     km.next = accepted
     km.rollout = Progress() if km.current is not None and in_rollout(accepted) else None
     return TakenUp(accepted, urgent=km.current is None, superseded=superseded)
+
+
+def _seen(km: KeyModels, d: Descriptor) -> bool:
+    """`d` is the current or next model, or was given up on. (Runs for every record: tuples
+    are compared before the string form is made.)"""
+    announced = descriptor_id(d)
+    return any(m is not None and descriptor_id(m) == announced for m in (km.current, km.next)) or (
+        bool(km.failed_id) and str(announced) == km.failed_id)
 
 
 Change = Swapped | GaveUp | RolloutStarted | GatePassed | Abandoned

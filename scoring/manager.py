@@ -103,6 +103,11 @@ class ModelManager:
         self._evict()
         return LoadStatus(READY, servable)
 
+    @property
+    def loading(self) -> bool:
+        """Some load has not been collected yet."""
+        return bool(self._loading)
+
     def is_ready(self, d: pb.ModelDescriptor) -> bool:
         return self.key(d) in self._ready
 
