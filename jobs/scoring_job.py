@@ -98,7 +98,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
          help="PyFlink bundle time: bounds how long results wait in the Python worker")
     flag("--bundle-size", type=int, default=1000,
          help="PyFlink bundle size (Flink's default): at each bundle end the JVM waits for the Python "
-              "worker, whose state cache is written back")
+              "worker, whose state cache is written back. 20000 measured 1.24x for TF and 1.30x for "
+              "pass-through, but 0.63x for PMML (README, Benchmarks)")
     flag("--checkpoint-dir", default="", help="where checkpoints go (default: the cluster's config)")
     flag("--restore-from", default="", help="a checkpoint or savepoint path to start from")
     flag("--job-name", default="model scoring")
