@@ -329,7 +329,7 @@ class Bench:
         with RunningJob(args, setup.workdir / "job.log", env=env, module=module) as job:
             producer_rps = self.warm_then_measure(setup, job, n, timeout_s, before_measure, workload)
             rss = peak_rss_mb(job.proc.pid)
-        parse = pb.DataRecord.FromString if module.startswith("bench.bare") else read_result
+        parse = pb.DataRecord.FromString if module == "bench.bare_job" else read_result
         events = read_all(setup.bootstrap, setup.topics["model-events"], pb.ModelEvent.FromString)
         return {**steady(result_times(setup.bootstrap, setup.topics["scores"], parse)), "records": n,
                 "producer_rps": producer_rps, "rss_mb": rss, "events": events}

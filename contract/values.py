@@ -18,18 +18,15 @@ PyValue = float | int | str | bytes | np.ndarray
 def to_python(value: pb.Value) -> PyValue:
     kind = value.WhichOneof("kind")
     if kind == "tensor_value":
-        return _array(value.tensor_value)
+        t = value.tensor_value
+        array = np.asarray(t.values, dtype=np.float32)
+        shape = tuple(t.shape)
+        if int(np.prod(shape)) != array.size:
+            raise ValueError(f"tensor shape {list(shape)} does not match its {array.size} values")
+        return array.reshape(shape)
     if kind is None:
         raise ValueError("value has no kind set")
     return getattr(value, kind)
-
-
-def _array(t: pb.Tensor) -> np.ndarray:
-    array = np.asarray(t.values, dtype=np.float32)
-    shape = tuple(t.shape)
-    if int(np.prod(shape)) != array.size:
-        raise ValueError(f"tensor shape {list(shape)} does not match its {array.size} values")
-    return array.reshape(shape)
 
 
 def to_proto(value: PyValue | np.generic) -> pb.Value:

@@ -406,10 +406,11 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
 
     def _score(self, servable: Servable, data_type: str, km: KeyState, batch: list[Arrived]):
         records, inputs = [], []
-        for raw, record, as_json in batch:
+        for arrived in batch:
+            raw, record, _ = arrived
             try:
                 inputs.append(inputs_of(record))
-                records.append((raw, record, as_json))
+                records.append(arrived)
             except ValueError as err:
                 yield DEAD_LETTERS, messages.dead_letter(
                     raw, "validate", f"bad input value: {err}", record, servable.key)

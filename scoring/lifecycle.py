@@ -143,10 +143,10 @@ def take_up(km: KeyModels, accepted: Descriptor | None) -> TakenUp | None:
 
 def _seen(km: KeyModels, d: Descriptor) -> bool:
     """`d` is the current or next model, or was given up on. (Runs for every record: tuples
-    are compared before the string form is made.)"""
+    are compared; the string id only when something was given up on.)"""
     announced = descriptor_id(d)
     return any(m is not None and descriptor_id(m) == announced for m in (km.current, km.next)) or (
-        bool(km.failed_id) and str(announced) == km.failed_id)
+        bool(km.failed_id) and id_of(d) == km.failed_id)
 
 
 Change = Swapped | GaveUp | RolloutStarted | GatePassed | Abandoned
