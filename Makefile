@@ -36,12 +36,12 @@ lock:
 	rm -rf .venv-lock
 
 jars: lib/.fetched
-lib/.fetched: jvm/pom.xml jvm/keying/pom.xml $(wildcard jvm/keying/src/main/java/io/github/flinkscoring/*.java)
+lib/.fetched: jvm/pom.xml jvm/operators/pom.xml $(wildcard jvm/operators/src/main/java/io/github/flinkscoring/*.java)
 	@command -v java >/dev/null || { echo "error: java not found: install JDK 17"; exit 2; }
 	@command -v mvn >/dev/null || { echo "error: mvn not found: install Maven"; exit 2; }
 	rm -rf lib/kafka lib/flink lib/flink-plugins lib/k8s
 	mvn -q -B -f jvm/pom.xml package
-	mvn -q -B -f jvm/keying/pom.xml package
+	mvn -q -B -f jvm/operators/pom.xml package
 	@touch $@
 
 protos: venv

@@ -11,14 +11,15 @@ import sys
 
 from pyflink.datastream import KeyedBroadcastProcessFunction
 
+from jobs.operators import MAIN
 from jobs.scoring_job import build, environment, kafka_config, parse_args
 
 
 class PassOn(KeyedBroadcastProcessFunction):
-    """Yields each record's bytes; ignores model updates."""
+    """Yields each record's bytes to the main output; ignores model updates."""
 
     def process_element(self, value, ctx):
-        yield value
+        yield MAIN + value
 
     def process_broadcast_element(self, value, ctx):
         yield from ()

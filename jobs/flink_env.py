@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import sys
+import sysconfig
+from collections.abc import Sequence
+from pathlib import Path
 
 from pyflink.common import Configuration, Types
 from pyflink.common.serialization import ByteArraySchema
@@ -37,17 +40,27 @@ DELIVERY = {
 }
 
 
+EXECUTION_MODES = ("process", "thread")
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
 def execution_environment(
-    parallelism: int, checkpoint_interval_ms: int, extra: dict[str, str] | None = None
+    parallelism: int, checkpoint_interval_ms: int, extra: dict[str, str] | None = None,
+    execution_mode: str = "process",
 ) -> StreamExecutionEnvironment:
-    """An environment whose Python workers run in separate processes with this interpreter.
+    """An environment whose Python functions run with this interpreter: in worker processes
+    ("process"), or embedded in the TaskManager's JVM by PEMJA ("thread").
 
     The same code serves a local MiniCluster (`python -m jobs.x`) and `flink run`.
     """
     config = Configuration()
-    config.set_string("python.execution-mode", "process")
+    config.set_string("python.execution-mode", execution_mode)
     # The workers use the interpreter that runs the job's driver: the project's venv.
     config.set_string("python.executable", sys.executable)
+    if execution_mode == "thread":
+        # The embedded interpreter starts from the base Python, not the venv: without this it
+        # cannot import pemja ("No module named 'pemja'"), nor the job's own packages.
+        config.set_string("python.pythonpath", embedded_python_path())
     # Off by default in 2.2.1: without it none of the functions' metrics show (README, "Metrics").
     config.set_string("python.metric.enabled", "true")
     for key, value in (extra or {}).items():
@@ -59,6 +72,12 @@ def execution_environment(
     if checkpoint_interval_ms > 0:
         env.enable_checkpointing(checkpoint_interval_ms, CheckpointingMode.EXACTLY_ONCE)
     return env
+
+
+def embedded_python_path() -> str:
+    """The project and the venv's packages, for an interpreter that does not run the venv's
+    site-packages (its .pth files, the project's editable install, are not read)."""
+    return ":".join(dict.fromkeys([str(PROJECT_ROOT), sysconfig.get_paths()["purelib"]]))
 
 
 def bytes_source(
@@ -136,3 +155,23 @@ def keyed_by_data_type(records: DataStream, record_format: str, max_record_bytes
              .name("key by data type").uid("key-by-data-type")
              .keyBy(jvm.KeyByKeySelector(), Types.ROW([Types.STRING()]).get_java_type_info()))
     return KeyedStream(keyed, BYTES, records)
+
+
+def routed_by_tag(tagged: DataStream, side_outputs: Sequence[str], name: str, uid: str) -> DataStream:
+    """The tagged outputs of a Python function (first byte 0: main output, i: the i-th of
+    `side_outputs`), split on the JVM by the job's RouteByTag (jvm/operators). Its side
+    outputs are read with `side_output`."""
+    gateway = get_gateway()
+    names = gateway.new_array(gateway.jvm.String, len(side_outputs))
+    for i, side in enumerate(side_outputs):
+        names[i] = side
+    return DataStream(tagged._j_data_stream
+                      .process(gateway.jvm.io.github.flinkscoring.RouteByTag(names), BYTES.get_java_type_info())
+                      .name(name).uid(uid))
+
+
+def side_output(routed: DataStream, name: str) -> DataStream:
+    """A side output of a `routed_by_tag` stream, read on the JVM (PyFlink's get_side_output
+    would add a Python identity map)."""
+    tag = get_gateway().jvm.io.github.flinkscoring.RouteByTag.sideOutput(name)
+    return DataStream(routed._j_data_stream.getSideOutput(tag))

@@ -11,14 +11,14 @@ def kafka_connector_jar() -> Path:
     return _newest("flink-sql-connector-kafka-*.jar", "The Flink Kafka connector jar")
 
 
-def keying_jar() -> Path:
-    """The job's own Java class, built from jvm/keying/ (DataTypeKey)."""
-    return _newest("flink-scoring-keying.jar", "The job's keying jar")
+def operators_jar() -> Path:
+    """The job's own Java operators, built from jvm/operators/ (DataTypeKey, RouteByTag)."""
+    return _newest("flink-scoring-operators.jar", "The job's operators jar")
 
 
 def job_jars() -> list[Path]:
     """What every job ships with."""
-    return [kafka_connector_jar(), keying_jar()]
+    return [kafka_connector_jar(), operators_jar()]
 
 
 def _newest(pattern: str, what: str) -> Path:

@@ -21,10 +21,9 @@ from dataclasses import dataclass, field, fields
 from functools import partial
 from pathlib import Path
 
-from pyflink.common import Types
+from pyflink.common import TypeInformation, Types
 from pyflink.datastream import (
     KeyedBroadcastProcessFunction,
-    OutputTag,
     ProcessFunction,
     RuntimeContext,
 )
@@ -68,10 +67,29 @@ from scoring.stats import ModelStats, OperatorTotals
 
 log = logging.getLogger(__name__)
 
-DEAD_LETTERS = OutputTag("dead-letters", BYTES)
-MODEL_EVENTS = OutputTag("model-events", BYTES)
-SHADOW_PAIRS = OutputTag("shadow-pairs", BYTES)
-ACCEPTED_MODELS = MapStateDescriptor("accepted-models", Types.STRING(), BYTES)
+# The functions' outputs carry where they go in their first byte; the job's RouteByTag (JVM)
+# strips it and sends them there. PyFlink's own side outputs would not do: in thread mode,
+# what on_timer yields reaches the main output whatever its OutputTag (PyFlink 2.2.1).
+SIDE_OUTPUTS = ("dead-letters", "model-events", "shadow-pairs")
+MAIN, DEAD_LETTERS, MODEL_EVENTS, SHADOW_PAIRS = (bytes([i]) for i in range(1 + len(SIDE_OUTPUTS)))
+
+
+def state_bytes(execution_mode: str) -> TypeInformation:
+    """The type of the state that holds bytes. In thread mode, PyFlink 2.2.1 turns bytes
+    state into tuples of ints (and fails on an empty value): it is pickled there instead."""
+    return Types.PICKLED_BYTE_ARRAY() if execution_mode == "thread" else BYTES
+
+
+def accepted_models(execution_mode: str) -> MapStateDescriptor:
+    """The broadcast state: each data type's latest accepted descriptor."""
+    return MapStateDescriptor("accepted-models", Types.STRING(), state_bytes(execution_mode))
+
+
+def subtask_index(runtime_context: RuntimeContext) -> int:
+    embedded = getattr(runtime_context, "_runtime_context", None)
+    if embedded is not None:  # thread mode: PyFlink 2.2.1 calls a method Flink 2 moved
+        return embedded.getTaskInfo().getIndexOfThisSubtask()
+    return runtime_context.get_index_of_this_subtask()
 
 Event = pb.ModelEvent
 Arrived = tuple[bytes, pb.DataRecord, bool]  # a record's bytes, the record, whether it came as JSON
@@ -91,14 +109,14 @@ class ParseDescriptors(ProcessFunction):
         try:
             d = parse_descriptor(value)
         except DescriptorError as err:
-            yield MODEL_EVENTS, messages.model_event(Event.REJECTED, "", reason=str(err))
+            yield MODEL_EVENTS + messages.model_event(Event.REJECTED, "", reason=str(err))
             return
         try:
             check_signed(d, self.trusted)
         except DescriptorError as err:
-            yield MODEL_EVENTS, messages.model_event(Event.REJECTED, d.data_type, d.name, d.version, str(err))
+            yield MODEL_EVENTS + messages.model_event(Event.REJECTED, d.data_type, d.name, d.version, str(err))
             return
-        yield value
+        yield MAIN + value
 
 
 @dataclass
@@ -118,19 +136,22 @@ class KeyState(KeyModels):
 
 
 class ScoreRecords(KeyedBroadcastProcessFunction):
-    def __init__(self, options: ScoringOptions) -> None:
+    def __init__(self, options: ScoringOptions, execution_mode: str = "process") -> None:
         self.options = options
+        self.execution_mode = execution_mode
 
     # ---- set-up -------------------------------------------------------------------
     def open(self, runtime_context: RuntimeContext) -> None:
         o = self.options
-        self.subtask = runtime_context.get_index_of_this_subtask()
-        self.current_state = runtime_context.get_state(ValueStateDescriptor("current-model", BYTES))
-        self.next_state = runtime_context.get_state(ValueStateDescriptor("next-model", BYTES))
+        self.subtask = subtask_index(runtime_context)
+        as_bytes = state_bytes(self.execution_mode)
+        self.accepted_models = accepted_models(self.execution_mode)
+        self.current_state = runtime_context.get_state(ValueStateDescriptor("current-model", as_bytes))
+        self.next_state = runtime_context.get_state(ValueStateDescriptor("next-model", as_bytes))
         self.failed_state = runtime_context.get_state(ValueStateDescriptor("failed-model", Types.STRING()))
         self.rollout_state = runtime_context.get_state(ValueStateDescriptor("rollout", Types.STRING()))
-        self.previous_state = runtime_context.get_state(ValueStateDescriptor("previous-model", BYTES))
-        self.buffer = runtime_context.get_list_state(ListStateDescriptor("buffered-records", BYTES))
+        self.previous_state = runtime_context.get_state(ValueStateDescriptor("previous-model", as_bytes))
+        self.buffer = runtime_context.get_list_state(ListStateDescriptor("buffered-records", as_bytes))
         fetcher = ArtifactFetcher(
             Path(o.model_cache_dir),
             FetchPolicy.parse(o.store_allow_list, max_bytes=o.max_artifact_bytes),
@@ -165,7 +186,7 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
         if reason:
             yield from self._report(Event.REJECTED, descriptor, reason=reason)
             return
-        ctx.get_broadcast_state(ACCEPTED_MODELS).put(descriptor.data_type, value)
+        ctx.get_broadcast_state(self.accepted_models).put(descriptor.data_type, value)
         self.accepted[descriptor.data_type] = descriptor
         action = pb.ModelDescriptor.Action.Name(descriptor.action)
         yield from self._report(Event.ACCEPTED, descriptor, reason=action)
@@ -174,7 +195,7 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
     def _report(self, state: int, d: pb.ModelDescriptor, reason: str = ""):
         """Broadcast-side decisions are the same on every subtask: subtask 0 reports them."""
         if self.subtask == 0:
-            yield MODEL_EVENTS, messages.model_event(
+            yield MODEL_EVENTS + messages.model_event(
                 state, d.data_type, d.name, d.version, reason, self.subtask)
 
     def _collect_loads(self):
@@ -184,10 +205,10 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
                 s = status.servable
                 self.totals.record_load(s.fetch_ms + s.load_ms + s.warm_up_ms)
                 verified = f"verified on {s.verified} samples" if s.verified else ""
-                yield MODEL_EVENTS, self._event(Event.READY, d.data_type, d, verified, fetch_ms=s.fetch_ms,
+                yield MODEL_EVENTS + self._event(Event.READY, d.data_type, d, verified, fetch_ms=s.fetch_ms,
                                                 load_ms=s.load_ms, warm_up_ms=s.warm_up_ms)
             else:
-                yield MODEL_EVENTS, self._event(
+                yield MODEL_EVENTS + self._event(
                     Event.ERROR, d.data_type, d,
                     f"{status.error}; the data type keeps its current model (one that has "
                     f"none retries in {self.manager.retry_after_s:.0f}s)")
@@ -198,7 +219,7 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
         would queue the ones that serve behind upgrades that may have failed)."""
         if self.accepted is None:  # first use, also after a restore from a checkpoint
             self.accepted = {k: pb.ModelDescriptor.FromString(v)
-                             for k, v in ctx.get_broadcast_state(ACCEPTED_MODELS).items()}
+                             for k, v in ctx.get_broadcast_state(self.accepted_models).items()}
 
     # ---- records (keyed side) --------------------------------------------------------
     def process_element(self, raw: bytes, ctx):
@@ -206,7 +227,7 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
         try:
             record, as_json = read_record(raw, data_type, self.options.max_record_bytes, self.options.record_format)
         except UnreadableRecord as err:
-            yield DEAD_LETTERS, messages.dead_letter(err.original, "parse", str(err), err.record)
+            yield DEAD_LETTERS + messages.dead_letter(err.original, "parse", str(err), err.record)
             return
         arrived = (raw, record, as_json)
         self._mirror(ctx)
@@ -257,10 +278,10 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
         raw, record, _ = arrived
         unservable = self._unservable(km) if self.options.no_model_policy == "dead-letter" else ""
         if unservable:
-            yield DEAD_LETTERS, messages.dead_letter(raw, "no-model", unservable, record)
+            yield DEAD_LETTERS + messages.dead_letter(raw, "no-model", unservable, record)
             return
         if km.held >= self.options.max_held_records:
-            yield DEAD_LETTERS, messages.dead_letter(
+            yield DEAD_LETTERS + messages.dead_letter(
                 raw, "no-model",
                 f"no model is ready for this data type and {km.held} records are already held "
                 "(--max-held-records)", record)
@@ -334,7 +355,7 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
             self._save(km)
         if back is not None:
             self.manager.request(back.to, urgent=True)
-            yield MODEL_EVENTS, self._event(
+            yield MODEL_EVENTS + self._event(
                 Event.ROLLED_BACK, data_type, back.failed,
                 f"{back.reason}; {label(back.to)} serves again once loaded. This lives in the job's "
                 f"state: to make it permanent, publish a ROLLBACK to v{back.to.version}")
@@ -342,13 +363,13 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
     def _taken_up(self, data_type: str, km: KeyState, taken: TakenUp):
         self._save(km)
         if taken.superseded is not None:
-            yield MODEL_EVENTS, self._event(
+            yield MODEL_EVENTS + self._event(
                 Event.ABANDONED, data_type, taken.superseded,
                 f"superseded by {label(taken.descriptor)} "
                 f"({pb.ModelDescriptor.Action.Name(taken.descriptor.action)}) before its rollout ended")
         if not taken.promotion:
             self.manager.request(taken.descriptor, urgent=taken.urgent)
-            yield MODEL_EVENTS, self._event(Event.LOADING, data_type, taken.descriptor)
+            yield MODEL_EVENTS + self._event(Event.LOADING, data_type, taken.descriptor)
 
     def _changed(self, data_type: str, km: KeyState, change, now_ms: int):
         if isinstance(change, Swapped):
@@ -360,16 +381,16 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
             pairs = "" if not policy.send_pairs else (
                 "; pairs go to the pairs topic" if self.options.send_pairs
                 else "; pairs are NOT sent: the job has no --pairs-topic")
-            yield MODEL_EVENTS, self._event(
+            yield MODEL_EVENTS + self._event(
                 Event.ROLLOUT_STARTED, data_type, change.descriptor,
                 f"{describe_policy(policy)}; beside {label(km.current)}{pairs}")
         elif isinstance(change, GatePassed):
             d = change.descriptor
-            yield MODEL_EVENTS, self._event(
+            yield MODEL_EVENTS + self._event(
                 Event.GATE_PASSED, data_type, d,
                 f"{change.reason}; waiting for: model-store promote --name {d.name} --version {d.version}")
         elif isinstance(change, Abandoned):
-            yield MODEL_EVENTS, self._event(
+            yield MODEL_EVENTS + self._event(
                 Event.ABANDONED, data_type, change.descriptor,
                 f"{change.reason}; {label(km.current)} serves on", stats=change.progress.as_stats(now_ms))
 
@@ -377,15 +398,15 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
         self.totals.model_swaps += 1
         s = change.servable
         if change.promoted:
-            yield MODEL_EVENTS, self._event(
+            yield MODEL_EVENTS + self._event(
                 Event.PROMOTED, data_type, change.new, f"{change.promoted}; replaces {label(change.old)}",
                 stats=change.progress.as_stats(now_ms) if change.progress else None)
-        yield MODEL_EVENTS, self._event(
+        yield MODEL_EVENTS + self._event(
             Event.AVAILABLE, data_type, change.new,
             f"replaces {label(change.old)}" if change.old else "first model for this data type",
             fetch_ms=s.fetch_ms, load_ms=s.load_ms, warm_up_ms=s.warm_up_ms)
         if change.unloads_old:
-            yield MODEL_EVENTS, self._event(
+            yield MODEL_EVENTS + self._event(
                 Event.UNLOADED, data_type, change.old, stats=self.stats.get((change.old.name, change.old.version)))
 
     def _servable(self, km: KeyState) -> Servable | None:
@@ -412,7 +433,7 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
                 inputs.append(inputs_of(record))
                 records.append(arrived)
             except ValueError as err:
-                yield DEAD_LETTERS, messages.dead_letter(
+                yield DEAD_LETTERS + messages.dead_letter(
                     raw, "validate", f"bad input value: {err}", record, servable.key)
         outcomes, us = self._call(servable, inputs)
         served = [(outcome, servable) for outcome in outcomes]
@@ -423,9 +444,9 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
         for (raw, record, as_json), (outcome, by) in zip(records, served, strict=True):
             message, failure = messages.result_or_failure(record, outcome, by, as_json)
             if failure is None:
-                yield message
+                yield MAIN + message
             else:
-                yield DEAD_LETTERS, messages.dead_letter(raw, *failure, record, by.key)
+                yield DEAD_LETTERS + messages.dead_letter(raw, *failure, record, by.key)
         if km.watch is not None:
             failed = sum(not o.ok for o in outcomes)
             km.watch.add(len(outcomes) - failed, failed)
@@ -468,7 +489,7 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
             if canary and t.ok:
                 served[i] = (t, candidate)
             if pairs:
-                yield SHADOW_PAIRS, messages.shadow_pair(records[i][1], servable, candidate, m, t, d, canary and t.ok)
+                yield SHADOW_PAIRS + messages.shadow_pair(records[i][1], servable, candidate, m, t, d, canary and t.ok)
         self._save_rollout(km)
 
     @staticmethod
@@ -498,9 +519,9 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
         if now >= due:
             km.last_stats_ms, km.unreported = now, False
             stats = self.stats.get((km.current.name, km.current.version))
-            yield MODEL_EVENTS, self._event(Event.STATS, data_type, km.current, stats=stats)
+            yield MODEL_EVENTS + self._event(Event.STATS, data_type, km.current, stats=stats)
             if km.rollout is not None and km.rollout.started_ms >= 0:
-                yield MODEL_EVENTS, self._event(Event.SHADOW_STATS, data_type, km.next,
+                yield MODEL_EVENTS + self._event(Event.SHADOW_STATS, data_type, km.next,
                                                 stats=km.rollout.as_stats(now))
         elif km.stats_timer_ms != due:
             km.stats_timer_ms = due

@@ -21,20 +21,16 @@ from contract.topics import TopicNames
 from jobs.flink_env import (
     BYTES,
     DELIVERY,
+    EXECUTION_MODES,
     STARTING_OFFSETS,
     bytes_sink,
     bytes_source,
     execution_environment,
     keyed_by_data_type,
+    routed_by_tag,
+    side_output,
 )
-from jobs.operators import (
-    ACCEPTED_MODELS,
-    DEAD_LETTERS,
-    MODEL_EVENTS,
-    SHADOW_PAIRS,
-    ParseDescriptors,
-    ScoreRecords,
-)
+from jobs.operators import SIDE_OUTPUTS, ParseDescriptors, ScoreRecords, accepted_models
 from model_store.kafka_config import KafkaClientConfig, KafkaConfigError
 from model_store.kafka_io import check_models_topic
 from scoring.options import ScoringOptions
@@ -103,6 +99,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     flag("--buffer-timeout-ms", type=int, default=100,
          help="Flink's network buffer timeout (its default): how long a record may wait in a "
               "buffer that is not full before it goes to the next task")
+    flag("--execution-mode", choices=EXECUTION_MODES, default="process",
+         help="PyFlink runs the Python functions in worker processes, or embedded in the "
+              "TaskManager's JVM (thread; PMML models cannot load there). README, Benchmarks")
     flag("--checkpoint-dir", default="", help="where checkpoints go (default: the cluster's config)")
     flag("--restore-from", default="", help="a checkpoint or savepoint path to start from")
     flag("--job-name", default="model scoring")
@@ -165,19 +164,23 @@ def build(env, args: argparse.Namespace, kafka: KafkaClientConfig, score=None) -
     records = keyed_by_data_type(source(args.data_topic, args.group_id, args.starting_offsets, "data-source"),
                                  options.record_format, options.max_record_bytes)
     # Model updates are read from the start, so a fresh job learns every data type's model.
-    models = (source(args.models_topic, args.group_id + "-models", "earliest", "models-source")
-              .process(ParseDescriptors(options.trusted_keys), output_type=BYTES)
-              .name("parse model descriptors").uid("parse-model-descriptors"))
-    scored = (records.connect(models.broadcast(ACCEPTED_MODELS))
-              .process(score or ScoreRecords(options), output_type=BYTES)
-              .name("score").uid("score"))
+    models = routed_by_tag(
+        source(args.models_topic, args.group_id + "-models", "earliest", "models-source")
+        .process(ParseDescriptors(options.trusted_keys), output_type=BYTES)
+        .name("parse model descriptors").uid("parse-model-descriptors"),
+        SIDE_OUTPUTS, "route descriptors", "route-descriptors")
+    scored = routed_by_tag(
+        records.connect(models.broadcast(accepted_models(args.execution_mode)))
+        .process(score or ScoreRecords(options, args.execution_mode), output_type=BYTES)
+        .name("score").uid("score"),
+        SIDE_OUTPUTS, "route outputs", "route-outputs")
 
     sink(scored, args.scores_topic, "scores")
-    sink(scored.get_side_output(DEAD_LETTERS), args.dead_letters_topic, "dead-letters")
-    sink(models.get_side_output(MODEL_EVENTS).union(scored.get_side_output(MODEL_EVENTS)),
+    sink(side_output(scored, "dead-letters"), args.dead_letters_topic, "dead-letters")
+    sink(side_output(models, "model-events").union(side_output(scored, "model-events")),
          args.model_events_topic, "model-events")
     if args.pairs_topic:
-        sink(scored.get_side_output(SHADOW_PAIRS), args.pairs_topic, "pairs")
+        sink(side_output(scored, "shadow-pairs"), args.pairs_topic, "pairs")
 
 
 def kafka_config(args: argparse.Namespace) -> KafkaClientConfig:
@@ -207,7 +210,7 @@ def environment(args: argparse.Namespace):
         extra["execution.checkpointing.externalized-checkpoint-retention"] = "RETAIN_ON_CANCELLATION"
     if args.restore_from:
         extra["execution.state-recovery.path"] = args.restore_from
-    return execution_environment(args.parallelism, args.checkpoint_interval_ms, extra)
+    return execution_environment(args.parallelism, args.checkpoint_interval_ms, extra, args.execution_mode)
 
 
 def main(argv: list[str] | None = None) -> None:

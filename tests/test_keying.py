@@ -1,4 +1,4 @@
-"""The job's JVM keying (jvm/keying, DataTypeKey) against Python's full parse: whenever Python
+"""The job's JVM keying (jvm/operators, DataTypeKey) against Python's full parse: whenever Python
 reads a record's data type, the JVM keyed the record by the same one. Records the JVM cannot
 key get "" and are dead-lettered by the Python side, with the reason (test_scoring_job)."""
 
@@ -12,7 +12,7 @@ import sys
 from contract import scoring_pb2 as pb
 from contract.json_records import decode_record
 from contract.values import make_record
-from jobs.jars import keying_jar
+from jobs.jars import operators_jar
 from scoring.records import UnreadableRecord, read_record
 
 MAX_BYTES = 4096
@@ -30,7 +30,7 @@ json.dump([keying.dataType(s) for s in samples], sys.stdout)
 
 
 def jvm_keys(samples: list[bytes], record_format: str = "auto") -> list[str]:
-    done = subprocess.run([sys.executable, "-c", JVM_KEYS, keying_jar().as_uri(), record_format, str(MAX_BYTES)],
+    done = subprocess.run([sys.executable, "-c", JVM_KEYS, operators_jar().as_uri(), record_format, str(MAX_BYTES)],
                           input=json.dumps([s.hex() for s in samples]), capture_output=True, text=True,
                           timeout=120, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
