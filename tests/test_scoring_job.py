@@ -293,24 +293,26 @@ def test_a_burst_is_counted_in_status_without_a_record_after_it(scoring, samples
     assert line.split()[1:3] == ["quiet", "1"] and line.split()[5] == str(len(ids))
 
 
-def test_a_restarted_job_scores_with_the_same_models_without_a_republish(kafka, store, samples, tmp_path):
+@pytest.mark.parametrize("mode", ["process", "thread"])
+def test_a_restarted_job_scores_with_the_same_models_without_a_republish(kafka, store, samples, tmp_path, mode):
     repo, server = store
     setup = ScoringSetup(kafka.bootstrap_servers, repo, server.base_url, tmp_path)
     rows = load_samples(samples["wine-tf"])["inputs"]
-    with RunningJob(setup.job_args(), tmp_path / "first.log") as job:
-        setup.publish("restart-wine", "restart", "tensorflow", samples["wine-tf"] / "saved_model")
+    with RunningJob(setup.job_args(execution_mode=mode), tmp_path / "first.log") as job:
+        setup.publish(f"restart-{mode}", "restart", "tensorflow", samples["wine-tf"] / "saved_model")
         before = setup.send_records("restart", rows, prefix="before")
         assert len(setup.scores(expected=len(before), timeout_s=120)) == len(before), job.log_tail()
         time.sleep(3)  # a checkpoint after the records were scored
         job.kill()
     checkpoint = latest_checkpoint(tmp_path / "checkpoints")
-    with RunningJob(setup.job_args(restore_from=checkpoint.as_uri()), tmp_path / "second.log") as job:
+    with RunningJob(setup.job_args(restore_from=checkpoint.as_uri(), execution_mode=mode),
+                    tmp_path / "second.log") as job:
         after = setup.send_records("restart", rows, prefix="after")
         results = setup.scores(expected=len(before) + len(after), timeout_s=120)
         job.assert_running()
     ids = [r.record_id for r in results]
     assert sorted(ids) == sorted(before + after), "lost or duplicated across the restart"
-    assert {(r.model_name, r.model_version) for r in results} == {("restart-wine", 1)}
+    assert {(r.model_name, r.model_version) for r in results} == {(f"restart-{mode}", 1)}
     accepted = [e for e in setup.events() if e.state == Event.ACCEPTED]
     assert len(accepted) == 1, [describe(e) for e in accepted]  # the descriptor was not re-read
 

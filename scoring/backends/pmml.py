@@ -115,9 +115,25 @@ class PmmlModel(LoadedModel):
         self._model = None
 
 
+def embedded_in_a_jvm() -> bool:
+    """Whether this interpreter runs inside a JVM: PyFlink's thread mode (PEMJA), whose
+    embedded interpreter alone has pemja.findClass."""
+    try:
+        from pemja import findClass  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 class PmmlBackend(ModelBackend):
     def load(self, artifact: Path, signature_name: str = "") -> LoadedModel:
         where = f"PMML artifact {artifact.name}"
+        if embedded_in_a_jvm():
+            # JPype would start a second JVM inside the TaskManager's, which takes it down.
+            raise ModelLoadError(
+                f"{where}: PMML models do not load in a job run with --execution-mode thread "
+                "(pypmml starts a JVM of its own, which cannot run inside the TaskManager's): "
+                "run the job in process mode (the default) to serve PMML")
         try:
             data = artifact.read_bytes()
         except OSError as err:
