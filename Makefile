@@ -10,7 +10,7 @@ PIP := $(PY) -m pip
 REQS := requirements/requirements.in
 CONSTRAINTS := requirements/constraints.txt
 
-.PHONY: setup venv jars protos flink-conf lock test lint demo demo-rollout models job submit status bench faults \
+.PHONY: setup venv jars protos flink-conf lock test lint demo demo-rollout models job submit status bench bench-all faults \
         kafka-up kafka-down cluster-up cluster-down rescale store-up store-down down
 
 setup: venv jars protos flink-conf
@@ -73,6 +73,10 @@ submit: setup
 # Benchmarks: writes bench/results/latest.{json,md,png}. About 17 minutes on 2 cores.
 bench: setup
 	$(PY) -m bench.run $(ARGS)
+
+# Every section: formats, security, rollout, batch sweep, p=2 and flink run at scale too.
+bench-all: setup
+	$(PY) -m bench.run --only all $(ARGS)
 
 # Faults and bad input against the job on the standalone cluster: kill -9 of the TaskManager
 # and of its Python workers, a broker restart, model store failures, bad records, bad models.

@@ -11,16 +11,23 @@ TARGETS = [
     ("TF job / raw TF", lambda r: r["throughput"]["tf_rps"] / r["throughput"]["raw_tf_rps"], 0.25, True),
     ("pass-through / bare PyFlink", lambda r: r["throughput"]["passthrough_rps"] / r["throughput"]["bare_pyflink_rps"],
      0.85, True),
+    ("TF job, thread mode / raw TF", lambda r: r["throughput"]["tf_thread_rps"] / r["throughput"]["raw_tf_rps"],
+     0.25, True),
+    ("pass-through / bare PyFlink, thread mode",
+     lambda r: r["throughput"]["passthrough_thread_rps"] / r["throughput"]["bare_pyflink_thread_rps"], 0.85, True),
     ("PMML job / plain consumer", lambda r: r["throughput"]["pmml_rps"] / r["throughput"]["plain_consumer_pmml_rps"],
      1.0, True),
     ("TF job / plain consumer", lambda r: r["throughput"]["tf_rps"] / r["throughput"]["plain_consumer_tf_rps"],
      1.0, True),
+    ("TF job, thread mode / plain consumer",
+     lambda r: r["throughput"]["tf_thread_rps"] / r["throughput"]["plain_consumer_tf_rps"], 1.0, True),
     ("PMML / pass-through", lambda r: r["throughput"]["pmml_rps"] / r["throughput"]["passthrough_rps"], 0.8, True),
     ("TF / pass-through", lambda r: r["throughput"]["tf_rps"] / r["throughput"]["passthrough_rps"], 0.7, True),
     ("PMML / remote HTTP", lambda r: r["throughput"]["pmml_rps"] / r["throughput"]["remote_http_rps"], 10, True),
     ("TF / remote HTTP", lambda r: r["throughput"]["tf_rps"] / r["throughput"]["remote_http_rps"], 10, True),
     ("end-to-end p99 at 50% load, PMML (ms)", lambda r: r["latency"]["pmml"]["p99_ms"], 250, False),
     ("end-to-end p99 at 50% load, TF (ms)", lambda r: r["latency"]["tf"]["p99_ms"], 250, False),
+    ("end-to-end p99 at 50% load, TF, thread mode (ms)", lambda r: r["latency"]["tf_thread"]["p99_ms"], 250, False),
     ("publish -> first result p50 (s)", lambda r: r["swap"]["publish_to_first_p50_s"], 2.0, False),
     ("p=4 on 2 TaskManagers: publish -> first v2 result, worst subtask (s)",
      lambda r: r["scale"]["swap"]["publish_to_first_v2_worst_s"], 2.0, False),
@@ -46,25 +53,28 @@ def markdown(report: dict) -> str:
     t = report.get("throughput")
     if t:
         out += ["## Throughput (records/s, steady: results between the 10th and 90th percentile of their "
-                "times, after a warm-up record per data type)\n",
-                "| case | p=1 | ÷ pass-through | ÷ raw library | p=2 |", "|---|---:|---:|---:|---:|"]
-        for label, key, raw in [("pass-through", "passthrough", None), ("PMML", "pmml", "raw_pmml_rps"),
+                "times, after a warm-up record per data type; thread mode: PyFlink's Python embedded in the "
+                "TaskManager's JVM, where PMML does not load)\n",
+                "| case | process p=1 | thread p=1 | thread ÷ process | ÷ pass-through (process) | ÷ raw library "
+                "| process p=2 |", "|---|---:|---:|---:|---:|---:|---:|"]
+        for label, key, raw in [("bare PyFlink (same topology, identity functions)", "bare_pyflink", None),
+                                ("pass-through", "passthrough", None), ("PMML", "pmml", "raw_pmml_rps"),
                                 ("TensorFlow", "tf", "raw_tf_rps"), ("remote HTTP (TF)", "remote_http", "raw_tf_rps")]:
-            rps = t[f"{key}_rps"]
-            ratio_raw = _fmt(rps / t[raw]) if raw else "—"
-            p2 = _fmt(t[f"{key}_p2_rps"]) if f"{key}_p2_rps" in t else "—"
-            out.append(f"| {label} | {_fmt(rps)} | {rps / t['passthrough_rps']:.2f} | {ratio_raw} | {p2} |")
-        for label, key in [("bare PyFlink (same topology, identity functions)", "bare_pyflink_rps"),
-                           ("plain consumer, PMML (kafka-python loop)", "plain_consumer_pmml_rps"),
+            rps, thread = t[f"{key}_rps"], t.get(f"{key}_thread_rps")
+            cells = [_fmt(rps), _fmt(thread) if thread else "—", f"{thread / rps:.2f}" if thread else "—",
+                     f"{rps / t['passthrough_rps']:.2f}", _fmt(rps / t[raw]) if raw else "—",
+                     _fmt(t[f"{key}_p2_rps"]) if f"{key}_p2_rps" in t else "—"]
+            out.append(f"| {label} | " + " | ".join(cells) + " |")
+        for label, key in [("plain consumer, PMML (kafka-python loop)", "plain_consumer_pmml_rps"),
                            ("plain consumer, TF (kafka-python loop)", "plain_consumer_tf_rps")]:
             if key in t:
-                out.append(f"| {label} | {_fmt(t[key])} | {t[key] / t['passthrough_rps']:.2f} | | |")
-        out.append(f"| raw PMML (no Flink, batches of 256) | {_fmt(t['raw_pmml_rps'])} | | | |")
-        out.append(f"| raw TF (no Flink, batches of 256) | {_fmt(t['raw_tf_rps'])} | | | |\n")
+                out.append(f"| {label} | {_fmt(t[key])} | | | {t[key] / t['passthrough_rps']:.2f} | | |")
+        out.append(f"| raw PMML (no Flink, batches of 256) | {_fmt(t['raw_pmml_rps'])} | | | | | |")
+        out.append(f"| raw TF (no Flink, batches of 256) | {_fmt(t['raw_tf_rps'])} | | | | | |\n")
     if "latency" in report:
         out += ["## End-to-end latency at half the measured maximum (at-least-once, ms)\n",
-                "| model | records/s | p50 | p99 | max |", "|---|---:|---:|---:|---:|"]
-        out += [f"| {kind} | {_fmt(v['rate_rps'])} | {v['p50_ms']:.0f} | {v['p99_ms']:.0f} | {v['max_ms']:.0f} |"
+                "| model (mode) | records/s | p50 | p99 | max |", "|---|---:|---:|---:|---:|"]
+        out += [f"| {kind.replace('_thread', ' (thread)')} | {_fmt(v['rate_rps'])} | {v['p50_ms']:.0f} | {v['p99_ms']:.0f} | {v['max_ms']:.0f} |"
                 for kind, v in report["latency"].items()]
         out.append("")
     for key, title in (("formats", "Formats: ONNX, JSON records, explanations (digits-tf, integrated gradients)"),
@@ -139,7 +149,9 @@ def chart(report: dict, target: Path) -> None:
         if panel == "throughput":
             t = report["throughput"]
             bars = [("bare PyFlink", "bare_pyflink_rps", "black"), ("pass-through", "passthrough_rps", "grey"),
-                    ("PMML", "pmml_rps", "C0"), ("TF", "tf_rps", "C1"), ("remote HTTP", "remote_http_rps", "C3"),
+                    ("PMML", "pmml_rps", "C0"), ("TF", "tf_rps", "C1"),
+                    ("bare, thread", "bare_pyflink_thread_rps", "black"),
+                    ("pass-through, thread", "passthrough_thread_rps", "grey"), ("TF, thread", "tf_thread_rps", "C1"), ("remote HTTP", "remote_http_rps", "C3"),
                     ("plain PMML", "plain_consumer_pmml_rps", "C2"), ("plain TF", "plain_consumer_tf_rps", "C2"),
                     ("raw PMML", "raw_pmml_rps", "C0"), ("raw TF", "raw_tf_rps", "C1")]
             bars = [b for b in bars if b[1] in t]

@@ -10,8 +10,12 @@ librdkafka (far faster than any job here), to a topic of the case's own. The rat
 results whose broker append times (LogAppendTime) fall between the 10th and 90th percentile
 of them all; how many fell before and after that window is reported with it.
 
-    python -m bench.run [--records 200000] [--only throughput,latency,formats,security,swap,rollout,many_models,
-                                                batch_sweep,scale]
+    python -m bench.run [--records 200000] [--only SECTION,...|all]
+
+The default run (`make bench`) has the throughput, latency, swap and many-models sections;
+`make bench-all` (`--only all`) adds formats, security, rollout, batch_sweep, parallel (p=2
+on the MiniCluster) and scale (flink run on two TaskManagers), and `--only bundles` compares
+PyFlink bundle sizes.
 """
 
 from __future__ import annotations
@@ -364,14 +368,17 @@ def raw_library(bench: Bench, kinds: tuple[str, ...] = ("pmml", "tf"), n: int = 
 def throughput_case(bench: Bench, kind: str, parallelism: int, n: int, workload: Workload | None = None,
                     flags: list[str] | None = None, label: str = "", **job_args) -> dict:
     """The job with its default batch size and wait, as users run it (the sweep varies them);
-    `bare` is the bare-PyFlink baseline: the same topology with identity functions."""
+    `bare` is the bare-PyFlink baseline: the same topology with identity functions.
+    Pass-through loads PMML models (TF ones in thread mode, where PMML does not load)."""
     setup = bench.setup()
     w = workload or bench.wine
-    bench.publish(setup, "pmml" if kind in ("passthrough", "bare") else kind, w.data_types, flags)
+    thread = job_args.get("execution_mode") == "thread"
+    label = label or kind + (" (thread mode)" if thread else "")
+    bench.publish(setup, ("tf" if thread else "pmml") if kind in ("passthrough", "bare") else kind, w.data_types, flags)
     found = bench.run_job(setup, n, timeout_s=900, parallelism=parallelism,
                           module="bench.bare_job" if kind == "bare" else "jobs.scoring_job",
                           passthrough=str(kind == "passthrough").lower(), workload=w, **job_args)
-    log(f"{label or kind} p={parallelism}: {found['results']:,} of {n:,} results, {found['rps']:,.0f} records/s steady "
+    log(f"{label} p={parallelism}: {found['results']:,} of {n:,} results, {found['rps']:,.0f} records/s steady "
         f"({found['before_window']:,} before and {found['after_window']:,} after the window; "
         f"producer {found['producer_rps']:,.0f}/s)")
     return {k: v for k, v in found.items() if k != "events"} | {"parallelism": parallelism}
@@ -589,14 +596,14 @@ def produce_at_rate(bootstrap: str, topic: str, w: Workload, rate: float, second
     return sent
 
 
-def latency_case(bench: Bench, kind: str, max_rps: float, seconds: float = 45) -> dict:
+def latency_case(bench: Bench, kind: str, max_rps: float, seconds: float = 45, execution_mode: str = "process") -> dict:
     """End to end, record made -> result appended to the scores topic (LogAppendTime), at a
     steady half of the measured maximum rate, at-least-once, the job's defaults."""
     rate = max_rps / 2
     setup = bench.setup()
     bench.publish(setup, kind, bench.data_types)
     args = setup.job_args(delivery="at-least-once", max_held_records=10**7, batch_size=ScoringOptions().batch_size,
-                          batch_max_wait_ms=ScoringOptions().batch_max_wait_ms)
+                          batch_max_wait_ms=ScoringOptions().batch_max_wait_ms, execution_mode=execution_mode)
     with RunningJob(args, setup.workdir / "job.log") as job:
         produce_records(setup.bootstrap, setup.topics["data"], bench.rows, len(bench.data_types), bench.data_types,
                         prefix="warm")
@@ -610,7 +617,7 @@ def latency_case(bench: Bench, kind: str, max_rps: float, seconds: float = 45) -
             latencies.append(r.timestamp - result.event_time_ms)
     out = {"rate_rps": rate, "records": sent, "results": len(latencies), "p50_ms": percentile(latencies, 50),
            "p99_ms": percentile(latencies, 99), "max_ms": float(max(latencies, default=float("nan")))}
-    log(f"{kind} at {rate:,.0f} records/s (half of {max_rps:,.0f}): p50 {out['p50_ms']:.0f} ms, "
+    log(f"{kind} ({execution_mode} mode) at {rate:,.0f} records/s (half of {max_rps:,.0f}): p50 {out['p50_ms']:.0f} ms, "
         f"p99 {out['p99_ms']:.0f} ms, max {out['max_ms']:.0f} ms over {len(latencies):,} results")
     return out
 
@@ -794,16 +801,20 @@ def stop_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
 
+DEFAULT_SECTIONS = ("throughput", "latency", "swap", "many_models")
+SECTIONS = (*DEFAULT_SECTIONS, "formats", "security", "rollout", "batch_sweep", "parallel", "scale")
+
+
 def main(argv: list[str] | None = None) -> int:
     stop_on_sigterm()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--records", type=int, default=200_000)
-    p.add_argument("--only", default="throughput,latency,formats,security,swap,rollout,many_models,batch_sweep,scale")
+    p.add_argument("--only", default=",".join(DEFAULT_SECTIONS), help=f"sections, or all: {', '.join(SECTIONS)}")
     p.add_argument("--models", type=int, default=1000)
     p.add_argument("--name", default="", help="a partial run: write bench/results/<date>-<name>.{json,md}, "
                                               "not latest.*")
     args = p.parse_args(argv)
-    only = set(args.only.split(","))
+    only = set(SECTIONS if args.only == "all" else args.only.split(","))
     report: dict = {"machine": machine(), "git_commit": git_commit(), "date": dt.datetime.now().isoformat(),
                     "records": args.records}
     started = time.monotonic()
@@ -815,17 +826,27 @@ def main(argv: list[str] | None = None) -> int:
             t["bare_pyflink_rps"] = throughput_case(bench, "bare", 1, args.records)["rps"]
             for kind in ("passthrough", "pmml", "tf"):
                 t[f"{kind}_rps"] = throughput_case(bench, kind, 1, args.records)["rps"]
+            # Thread mode: the Python embedded in the TaskManager's JVM; PMML does not load there.
+            t["bare_pyflink_thread_rps"] = throughput_case(bench, "bare", 1, args.records, execution_mode="thread")["rps"]
+            for kind in ("passthrough", "tf"):
+                t[f"{kind}_thread_rps"] = throughput_case(bench, kind, 1, args.records, execution_mode="thread")["rps"]
             for kind in ("pmml", "tf"):
                 t[f"plain_consumer_{kind}_rps"] = plain_consumer_case(bench, kind, args.records)["rps"]
             # ~165 records/s: a few thousand records give a steady rate.
             t["remote_http_rps"] = throughput_case(bench, "remote", 1, max(args.records // 50, 1000))["rps"]
+            write_report(report, args.name)  # after each section, so a cut-short run still reports
+        if "parallel" in only:
+            t = report.setdefault("throughput", {})
             for kind in ("passthrough", "pmml", "tf"):
                 t[f"{kind}_p2_rps"] = throughput_case(bench, kind, 2, args.records)["rps"]
-            write_report(report, args.name)  # after each section, so a cut-short run still reports
+            write_report(report, args.name)
         if "latency" in only:
             measured = report.get("throughput", {})
-            report["latency"] = {kind: latency_case(bench, kind, measured.get(f"{kind}_rps") or throughput_case(
-                bench, kind, 1, args.records)["rps"]) for kind in ("pmml", "tf")}
+            report["latency"] = {}
+            for key, kind, mode in (("pmml", "pmml", "process"), ("tf", "tf", "process"), ("tf_thread", "tf", "thread")):
+                max_rps = measured.get(f"{key}_rps") or throughput_case(
+                    bench, kind, 1, args.records, execution_mode=mode)["rps"]
+                report["latency"][key] = latency_case(bench, kind, max_rps, execution_mode=mode)
             write_report(report, args.name)
         if "formats" in only:
             report["formats"] = formats_case(bench, args.records)
