@@ -30,26 +30,36 @@ def to_python(value: pb.Value) -> PyValue:
 
 
 def to_proto(value: PyValue | np.generic) -> pb.Value:
+    message = pb.Value()
+    set_value(message, value)
+    return message
+
+
+def set_value(target: pb.Value, value: PyValue | np.generic) -> None:
+    """Set an empty `Value` in place (a map entry, say: no message built and copied)."""
     if isinstance(value, np.ndarray):
         if value.ndim == 0:
-            return to_proto(value.item())
+            return set_value(target, value.item())
         if value.dtype.kind in "OSU":
             raise TypeError("string tensors are not supported as outputs")
-        tensor = pb.Tensor(shape=list(value.shape), values=value.astype(np.float32).ravel().tolist())
-        return pb.Value(tensor_value=tensor)
+        target.tensor_value.shape.extend(value.shape)
+        target.tensor_value.values.extend(value.astype(np.float32).ravel().tolist())
+        return None
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, bool):
-        return pb.Value(int64_value=int(value))
-    if isinstance(value, int):
-        return pb.Value(int64_value=value)
-    if isinstance(value, float):
-        return pb.Value(double_value=value)
-    if isinstance(value, str):
-        return pb.Value(string_value=value)
-    if isinstance(value, bytes):
-        return pb.Value(bytes_value=value)
-    raise TypeError(f"cannot encode {type(value).__name__} as a Value")
+        target.int64_value = int(value)
+    elif isinstance(value, int):
+        target.int64_value = value
+    elif isinstance(value, float):
+        target.double_value = value
+    elif isinstance(value, str):
+        target.string_value = value
+    elif isinstance(value, bytes):
+        target.bytes_value = value
+    else:
+        raise TypeError(f"cannot encode {type(value).__name__} as a Value")
+    return None
 
 
 def inputs_of(record: pb.DataRecord) -> dict[str, PyValue]:
@@ -69,7 +79,7 @@ def inputs_of(record: pb.DataRecord) -> dict[str, PyValue]:
 def fill_map(target, values: Mapping[str, PyValue]) -> None:
     """Copy Python values into a protobuf `map<string, Value>` field."""
     for name, v in values.items():
-        target[name].CopyFrom(to_proto(v))
+        set_value(target[name], v)
 
 
 def make_record(record_id: str, data_type: str, inputs: Mapping[str, PyValue | list],

@@ -108,9 +108,8 @@ class ModelBackend(ABC):
 
 
 def check_input(field: InputField, value: PyValue) -> Any:
-    where = f"input '{field.name}'"
     if field.shape:
-        return _check_tensor(field, value, where)
+        return _check_tensor(field, value, f"input '{field.name}'")
     if field.kind == "string":
         if isinstance(value, str | bytes):
             return value
@@ -119,10 +118,10 @@ def check_input(field: InputField, value: PyValue) -> Any:
             return value
     elif isinstance(value, int | float) and not isinstance(value, bool):
         if not math.isfinite(value):
-            raise InputTypeError(f"{where} is {value}: only finite numbers can be scored")
+            raise InputTypeError(f"input '{field.name}' is {value}: only finite numbers can be scored")
         return float(value)
     raise InputTypeError(
-        f"{where} is a {_type_name(value)}, the model takes a {field.describe()}"
+        f"input '{field.name}' is a {_type_name(value)}, the model takes a {field.describe()}"
     )
 
 
