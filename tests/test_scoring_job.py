@@ -106,10 +106,8 @@ def test_several_data_types_served_at_once_by_their_own_models(scoring, samples)
         doc = load_samples(samples[sample])
         ids = scoring.send_records(data_type, doc["inputs"], prefix=data_type)
         expected.update(dict(zip(ids, doc["expected"], strict=True)))
-    results = [r for r in scoring.scores(timeout_s=120, expected=None) if r.record_id in expected]
-    deadline = time.monotonic() + 90
-    while len(results) < len(expected) and time.monotonic() < deadline:
-        results = [r for r in scoring.scores(timeout_s=10) if r.record_id in expected]
+    results = [r for data_type in cases for r in results_including(
+        scoring, data_type, [i for i in expected if i.startswith(data_type + "-")], timeout_s=180)]
     assert sorted(r.record_id for r in results) == sorted(expected)
     for r in results:
         assert r.model_name == f"{r.data_type}-model" and r.model_version == 1
@@ -157,7 +155,7 @@ def test_bad_records_are_dead_lettered_while_good_ones_flow(scoring, samples):
     scoring.send_raw([b"\x00\x01 definitely not protobuf \xff\xfe", b"\x0a\x05hello"])
     more_good = scoring.send_records("bad", rows, prefix="bad-more")
 
-    results = [r for r in scoring.scores(timeout_s=60, expected=None) if r.record_id.startswith("bad-")]
+    results = results_including(scoring, "bad", good + more_good)
     assert sorted(r.record_id for r in results) == sorted(good + more_good)
     letters = scoring.dead_letters(timeout_s=10)
     by_id = {d.record_id: d for d in letters if d.record_id.startswith("bad-bad")}
@@ -247,7 +245,7 @@ def test_a_bad_model_is_rejected_while_the_old_one_keeps_serving(scoring, sample
     assert "not newer than v2" in rejected.reason and "ROLLBACK" in rejected.reason
 
     ids += scoring.send_records("guarded", rows, prefix="guarded-v2")
-    results = [r for r in scoring.scores(timeout_s=60, expected=None) if r.record_id in set(ids)]
+    results = results_including(scoring, "guarded", ids)
     assert sorted(r.record_id for r in results) == sorted(ids)
     assert {r.model_version for r in results} == {1}
 
@@ -268,7 +266,7 @@ def test_a_model_that_fails_its_own_verification_is_refused_and_the_old_one_serv
     assert "verify failed: sample 3 of 16: output 'probability_1'" in error.reason
     assert "keeps its current model" in error.reason
     ids += scoring.send_records("verified", doc["inputs"], prefix="verified-after")
-    results = [r for r in scoring.scores(timeout_s=60, expected=None) if r.record_id in set(ids)]
+    results = results_including(scoring, "verified", ids)
     assert sorted(r.record_id for r in results) == sorted(ids)
     assert {r.model_version for r in results} == {1}
 
