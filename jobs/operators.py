@@ -119,6 +119,34 @@ class ParseDescriptors(ProcessFunction):
         yield MAIN + value
 
 
+class FlinkMetrics:
+    """The operator's totals in its Flink metric group, the one way each mode allows.
+
+    Process mode: gauges over the totals. PyFlink 2.2.1 drops what a counter counts inside
+    on_timer (its timers run outside the operation's metrics scope), where most batches are
+    scored; gauges are read at each bundle's end, inside it. Thread mode: counters, brought up
+    to the totals after each change. A gauge there is a Python callable that Flink's metric
+    threads call into the embedded interpreter, and a REST metrics query crashed the
+    TaskManager that way (SIGSEGV in PEMJA)."""
+
+    def __init__(self, group, totals: OperatorTotals, execution_mode: str) -> None:
+        self.totals = totals
+        self.counters, self.counted = {}, {}
+        for f in fields(OperatorTotals):
+            if execution_mode == "thread":
+                self.counters[f.name], self.counted[f.name] = group.counter(f.name), 0
+            else:
+                group.gauge(f.name, partial(getattr, totals, f.name))
+
+    def sync(self) -> None:
+        """Thread mode: add to each counter what its total gained since the last call."""
+        for name, counter in self.counters.items():
+            gained = getattr(self.totals, name) - self.counted[name]
+            if gained:
+                counter.inc(gained)
+                self.counted[name] += gained
+
+
 @dataclass
 class KeyState(KeyModels):
     """In-memory mirror of one key's state (the truth is in Flink keyed state), with what the
@@ -166,13 +194,9 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
         # Operator-wide metrics only: per-version numbers go out in STATS/UNLOADED model events.
         # Flink metrics cannot be unregistered, and Beam reports every one at every bundle end
         # (9% of the worker's time with 1,000 models, measured), so one per version would leak.
-        # Gauges over running totals, not Flink counters: PyFlink 2.2.1 drops what a counter
-        # counts inside on_timer (its timers run outside the operation's metrics scope), where
-        # most batches are scored; gauges are read at each bundle's end, inside it.
         self.totals = OperatorTotals()
-        group = runtime_context.get_metrics_group().add_group("scoring")
-        for f in fields(OperatorTotals):
-            group.gauge(f.name, partial(getattr, self.totals, f.name))
+        self.metrics = FlinkMetrics(runtime_context.get_metrics_group().add_group("scoring"), self.totals,
+                                    self.execution_mode)
 
     def close(self) -> None:
         self.manager.close()
@@ -204,6 +228,7 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
             if status.state == READY:
                 s = status.servable
                 self.totals.record_load(s.fetch_ms + s.load_ms + s.warm_up_ms)
+                self.metrics.sync()
                 verified = f"verified on {s.verified} samples" if s.verified else ""
                 yield MODEL_EVENTS + self._event(Event.READY, d.data_type, d, verified, fetch_ms=s.fetch_ms,
                                                 load_ms=s.load_ms, warm_up_ms=s.warm_up_ms)
@@ -396,6 +421,7 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
 
     def _swapped(self, data_type: str, change: Swapped, now_ms: int):
         self.totals.model_swaps += 1
+        self.metrics.sync()
         s = change.servable
         if change.promoted:
             yield MODEL_EVENTS + self._event(
@@ -507,6 +533,7 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
         stats = self.stats.setdefault(servable.key, ModelStats(*servable.key))
         stats.record_batch(size, failed, elapsed_s * 1000)
         self.totals.record_batch(size, failed, elapsed_s)
+        self.metrics.sync()
 
     def _report_stats(self, data_type: str, km: KeyState, ctx, now: int | None = None):
         """A data type's counters go out every --stats-interval-ms while it scores, and once

@@ -125,6 +125,12 @@ def test_flink_run_in_thread_mode_on_the_standalone_cluster(kafka, store, sample
                    for v in consume(setup.bootstrap, setup.topics["scores"], len(ids), timeout_s=180)]
         assert sorted(r.record_id for r in results) == sorted(ids)
         assert_scored_as_expected(results, ids, doc["expected"])
+        # Its metrics are Flink counters, read through REST (the path that once crashed a
+        # TaskManager when they were Python gauges): exact, and the TaskManager still there.
+        vertex = next(v["id"] for v in flink_cluster.rest(f"/jobs/{job_id}")["vertices"]
+                      if v["name"].startswith("score"))
+        query = f"/jobs/{job_id}/vertices/{vertex}/subtasks/0/metrics?get=score.scoring.num_inferences"
+        wait_until(lambda: [m["value"] for m in flink_cluster.rest(query)] == [str(len(ids))], timeout_s=60)
         assert flink_cluster.rest(f"/jobs/{job_id}")["state"] == "RUNNING"
     finally:
         flink_cluster.cancel_job(job_id)
