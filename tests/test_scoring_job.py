@@ -36,6 +36,19 @@ def outputs_of(result: pb.ScoringResult) -> dict:
     return {k: to_python(v) for k, v in result.outputs.items()}
 
 
+def assert_outputs_as_expected(results: list[pb.ScoringResult], expected: dict[str, dict]) -> None:
+    """Each result's outputs against what its sample's own framework computed for the record
+    (`expected`: record id -> outputs)."""
+    by_id = {r.record_id: r for r in results}
+    for record_id, want in expected.items():
+        got = outputs_of(by_id[record_id])
+        for name, value in want.items():
+            if isinstance(value, str):
+                assert got[name] == value
+            else:
+                np.testing.assert_allclose(np.asarray(got[name], dtype=float), value, rtol=1e-4, atol=1e-5)
+
+
 def runs(values: list) -> list:
     """Run-length encoding: [1, 1, 2, 2, 1] -> [1, 2, 1]."""
     return [k for k, _ in itertools.groupby(values)]
@@ -109,14 +122,8 @@ def test_several_data_types_served_at_once_by_their_own_models(scoring, samples)
     results = [r for data_type in cases for r in results_including(
         scoring, data_type, [i for i in expected if i.startswith(data_type + "-")], timeout_s=180)]
     assert sorted(r.record_id for r in results) == sorted(expected)
-    for r in results:
-        assert r.model_name == f"{r.data_type}-model" and r.model_version == 1
-        got = outputs_of(r)
-        for name, want in expected[r.record_id].items():
-            if isinstance(want, str):
-                assert got[name] == want
-            else:
-                np.testing.assert_allclose(np.asarray(got[name], dtype=float), want, rtol=1e-4, atol=1e-5)
+    assert all(r.model_name == f"{r.data_type}-model" and r.model_version == 1 for r in results)
+    assert_outputs_as_expected(results, expected)
 
 
 def test_an_onnx_model_scores_as_onnx_runtime_itself_scores_the_same_records(scoring, samples):

@@ -8,17 +8,15 @@ is in tests/test_scoring_job.py (the restart test runs in both modes)."""
 
 from __future__ import annotations
 
-import time
-
-import numpy as np
 import pytest
 
 from contract import scoring_pb2 as pb
 from infra import flink_cluster
 from infra.job_harness import RunningJob, ScoringSetup, nudge_until_event
+from infra.procs import wait_until
 from model_store.kafka_io import consume
 from tests.conftest import load_samples, results_including
-from tests.test_scoring_job import outputs_of, runs
+from tests.test_scoring_job import assert_outputs_as_expected, runs
 
 pytestmark = pytest.mark.integration
 
@@ -37,18 +35,6 @@ def threaded(kafka, store, tmp_path_factory):
         job.assert_running()
 
 
-def assert_scored_as_expected(results: list[pb.ScoringResult], ids: list[str], expected: list[dict]) -> None:
-    """Each record's outputs against what the sample's own framework computed for its inputs."""
-    by_id = {r.record_id: r for r in results}
-    for record_id, want in zip(ids, expected, strict=True):
-        got = outputs_of(by_id[record_id])
-        for name, value in want.items():
-            if isinstance(value, str):
-                assert got[name] == value
-            else:
-                np.testing.assert_allclose(np.asarray(got[name], dtype=float), value, rtol=1e-4, atol=1e-5)
-
-
 def test_batches_flushed_by_timers_swaps_and_dead_letters_in_thread_mode(threaded, samples):
     doc = load_samples(samples["wine-tf"])
     threaded.publish("t-wine", "t-wine", "tensorflow", samples["wine-tf"] / "saved_model")
@@ -56,7 +42,7 @@ def test_batches_flushed_by_timers_swaps_and_dead_letters_in_thread_mode(threade
     first = threaded.send_records("t-wine", doc["inputs"], prefix="t-first")
     bad = threaded.send_records("t-wine", [{**doc["inputs"][0], "alcohol": "strong"}], prefix="t-bad")
     results = results_including(threaded, "t-wine", first, timeout_s=180)
-    assert_scored_as_expected(results, first, doc["expected"])
+    assert_outputs_as_expected(results, dict(zip(first, doc["expected"], strict=True)))
     letters = {d.record_id: d for d in threaded.dead_letters(timeout_s=10)}
     assert "'alcohol' is a string" in letters[bad[0]].reason
 
@@ -67,14 +53,14 @@ def test_batches_flushed_by_timers_swaps_and_dead_letters_in_thread_mode(threade
     second = threaded.send_records("t-wine", doc["inputs"], prefix="t-second")
     threaded.rollback("t-wine", 1)
     wait_until(lambda: nudged.extend(threaded.send_records("t-wine", doc["inputs"][:3], prefix=f"t-to-v1-{len(nudged)}"))
-               or len(events_of(threaded, Event.AVAILABLE, "t-wine", 1)) == 2)  # v1 again
+               or len(events_of(threaded, Event.AVAILABLE, "t-wine", 1)) == 2, 120, "v1 AVAILABLE again")
     third = threaded.send_records("t-wine", doc["inputs"], prefix="t-third")
     results = results_including(threaded, "t-wine", first + nudged + second + third, timeout_s=120)
     ids = [r.record_id for r in results]
     assert len(ids) == len(set(ids)), "a record was scored twice"
     assert set(ids) == set(first + nudged + second + third)
     assert runs([r.model_version for r in results]) == [1, 2, 1]
-    assert_scored_as_expected(results, third, doc["expected"])
+    assert_outputs_as_expected(results, dict(zip(third, doc["expected"], strict=True)))
     assert all(r.model_version == 2 for r in results if r.record_id in second)
 
 
@@ -86,7 +72,7 @@ def test_a_pmml_model_is_refused_with_the_reason_and_its_records_dead_lettered(t
     # The load fails in the background; the operator reports it as records of any type pass.
     alive = []
     wait_until(lambda: alive.extend(threaded.send_records("t-alive", rows[:2], prefix=f"t-alive-{len(alive)}"))
-               or events_of(threaded, Event.ERROR, "t-pmml", 1))
+               or events_of(threaded, Event.ERROR, "t-pmml", 1), 120, "the PMML model's ERROR")
     error = events_of(threaded, Event.ERROR, "t-pmml", 1)[0]
     assert "--execution-mode thread" in error.reason and "process mode" in error.reason
     ids = threaded.send_records("t-pmml", rows[:5], prefix="t-pmml")
@@ -101,12 +87,6 @@ def test_a_pmml_model_is_refused_with_the_reason_and_its_records_dead_lettered(t
 def events_of(setup: ScoringSetup, state: int, data_type: str, version: int) -> list[pb.ModelEvent]:
     return [e for e in setup.events(timeout_s=1)
             if (e.state, e.data_type, e.model_version) == (state, data_type, version)]
-
-
-def wait_until(done, timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not done():
-        assert time.monotonic() < deadline, f"not done in {timeout_s:.0f}s"
 
 
 @pytest.mark.cluster
@@ -124,13 +104,14 @@ def test_flink_run_in_thread_mode_on_the_standalone_cluster(kafka, store, sample
         results = [pb.ScoringResult.FromString(v)
                    for v in consume(setup.bootstrap, setup.topics["scores"], len(ids), timeout_s=180)]
         assert sorted(r.record_id for r in results) == sorted(ids)
-        assert_scored_as_expected(results, ids, doc["expected"])
+        assert_outputs_as_expected(results, dict(zip(ids, doc["expected"], strict=True)))
         # Its metrics are Flink counters, read through REST (the path that once crashed a
         # TaskManager when they were Python gauges): exact, and the TaskManager still there.
         vertex = next(v["id"] for v in flink_cluster.rest(f"/jobs/{job_id}")["vertices"]
                       if v["name"].startswith("score"))
         query = f"/jobs/{job_id}/vertices/{vertex}/subtasks/0/metrics?get=score.scoring.num_inferences"
-        wait_until(lambda: [m["value"] for m in flink_cluster.rest(query)] == [str(len(ids))], timeout_s=60)
+        wait_until(lambda: [m["value"] for m in flink_cluster.rest(query)] == [str(len(ids))], 60,
+                   f"scoring.num_inferences == {len(ids)} through REST")
         assert flink_cluster.rest(f"/jobs/{job_id}")["state"] == "RUNNING"
     finally:
         flink_cluster.cancel_job(job_id)
