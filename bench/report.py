@@ -151,7 +151,8 @@ def chart(report: dict, target: Path) -> None:
             bars = [("bare PyFlink", "bare_pyflink_rps", "black"), ("pass-through", "passthrough_rps", "grey"),
                     ("PMML", "pmml_rps", "C0"), ("TF", "tf_rps", "C1"),
                     ("bare, thread", "bare_pyflink_thread_rps", "black"),
-                    ("pass-through, thread", "passthrough_thread_rps", "grey"), ("TF, thread", "tf_thread_rps", "C1"), ("remote HTTP", "remote_http_rps", "C3"),
+                    ("pass-through, thread", "passthrough_thread_rps", "grey"), ("TF, thread", "tf_thread_rps", "C1"),
+                    ("remote HTTP", "remote_http_rps", "C3"),
                     ("plain PMML", "plain_consumer_pmml_rps", "C2"), ("plain TF", "plain_consumer_tf_rps", "C2"),
                     ("raw PMML", "raw_pmml_rps", "C0"), ("raw TF", "raw_tf_rps", "C1")]
             bars = [b for b in bars if b[1] in t]

@@ -37,15 +37,13 @@ def to_proto(value: PyValue | np.generic) -> pb.Value:
 
 def set_value(target: pb.Value, value: PyValue | np.generic) -> None:
     """Set an empty `Value` in place (a map entry, say: no message built and copied)."""
-    if isinstance(value, np.ndarray):
-        if value.ndim == 0:
-            return set_value(target, value.item())
+    if isinstance(value, np.ndarray) and value.ndim > 0:
         if value.dtype.kind in "OSU":
             raise TypeError("string tensors are not supported as outputs")
         target.tensor_value.shape.extend(value.shape)
         target.tensor_value.values.extend(value.astype(np.float32).ravel().tolist())
-        return None
-    if isinstance(value, np.generic):
+        return
+    if isinstance(value, np.ndarray | np.generic):  # a 0-d array or a numpy scalar
         value = value.item()
     if isinstance(value, bool):
         target.int64_value = int(value)
@@ -59,7 +57,6 @@ def set_value(target: pb.Value, value: PyValue | np.generic) -> None:
         target.bytes_value = value
     else:
         raise TypeError(f"cannot encode {type(value).__name__} as a Value")
-    return None
 
 
 def inputs_of(record: pb.DataRecord) -> dict[str, PyValue]:
