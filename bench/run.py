@@ -487,7 +487,7 @@ def trust_checks(bench: Bench, repeats: int = 20) -> list[dict]:
     from scoring.backends.graph_check import unsafe_ops
 
     key = signing.load_private_key(bench.keys / "private.pem")
-    trusted = signing.load_trusted_keys([str(bench.keys / "public.pem")])
+    trusted = signing.load_trust([str(bench.keys / "public.pem")])
     rows = []
     for sample in ("wine-tf", "digits-tf", "spam-tf"):
         folder = bench.samples[sample] / "saved_model"

@@ -4,7 +4,8 @@ Starts Kafka, the model store and a Flink standalone cluster; makes a signing ke
 submits the scoring job with `flink run`, trusting only that key; publishes the wine PMML
 model (signed) as version 1 and streams wine records; publishes the TensorFlow wine model
 (signed) as version 2 mid-stream; publishes version 3 unsigned, which the job refuses;
-rolls back to version 1; prints a summary; shuts everything down.
+rolls back to version 1 (a signed statement of its own); replays the first signed publish,
+which the job refuses by its sequence; prints a summary; shuts everything down.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from demo.stack import (
     wait_until_done,
 )
 from infra import paths
+from model_store.kafka_io import consume, produce
 from samples.build import build_all
 
 
@@ -57,6 +59,10 @@ def run() -> bool:
                       signed=False)
         wait_for(s.watcher, pb.ModelEvent.REJECTED, "wine", 3, "is not signed")
         s.model_store("rollback", "--name", "wine", "--version", "1")
+        say("replaying v1's first signed publish: it verifies, and its old sequence is refused")
+        first = consume(s.bootstrap, topics.models, expected=1, timeout_s=10, idle_s=0)[0]
+        produce(s.bootstrap, topics.models, [first], key=b"wine")
+        wait_for(s.watcher, pb.ModelEvent.REJECTED, "wine", 1, "a replayed or out-of-date statement")
         time.sleep(PHASE_S)
         stop.set()
         producer.join()

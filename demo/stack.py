@@ -132,6 +132,9 @@ def summary(watcher: Watcher, sent: list[str]) -> bool:
     return not missing and watcher.duplicates == 0
 
 
+ANNOUNCING = ("publish", "rollback", "promote", "abort")
+
+
 @dataclass
 class Stack:
     bootstrap: str
@@ -142,8 +145,9 @@ class Stack:
     signing_key: Path
 
     def model_store(self, command: str, *args: str, signed: bool = True) -> None:
-        """A `model-store` command, as a user types it; a publish is signed unless told not to."""
-        sign = ["--signing-key", str(self.signing_key)] if command == "publish" and signed else []
+        """A `model-store` command, as a user types it; an announcement (a publish, rollback,
+        promotion or abort) is signed unless told not to."""
+        sign = ["--signing-key", str(self.signing_key)] if command in ANNOUNCING and signed else []
         code = cli.main(["--store-root", str(self.repo.root), "--bootstrap-servers", self.bootstrap, command,
                          *args, *sign, "--topic", self.topics.models, "--base-url", self.store_url])
         if code != 0:

@@ -1,7 +1,8 @@
 """Attacks on what the job runs, against a job that trusts only the run's key and reads Kafka
 as a principal with its ACLs: an unsigned model, one signed by another key, signed bytes
-swapped inline or at the store, a signature replayed for another version, a signed
-SavedModel that reads a file, and a principal without ACLs on the models topic publishing.
+swapped inline or at the store, a signature replayed for another version, an old signed
+ROLLBACK replayed, a signed rollout altered on the way, a signed SavedModel that reads a
+file, and a principal without ACLs on the models topic publishing.
 Each must be refused with its reason while the current model scores every record."""
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ def swapped_inline_bytes(world: World, scratch: Path):
     d.inline_bytes = bad_models.commented_pmml(_pmml(world), "not what was signed", scratch / "other.pmml").read_bytes()
     d.size_bytes = len(d.inline_bytes)
     _send(world, d)
-    return [refused(Event.ERROR, d, "inline artifact SHA-256 is")], []
+    return [refused(Event.REJECTED, d, "a field was altered after signing")], []
 
 
 def swapped_at_the_store(world: World, scratch: Path):
@@ -84,6 +85,25 @@ def replayed_signature(world: World, scratch: Path):
     d.signature, d.signing_key_id = serving.signature, serving.signing_key_id
     _send(world, d)
     return [refused(Event.REJECTED, d, "replayed from another model")], []
+
+
+def old_rollback_replayed(world: World, scratch: Path):
+    """A ROLLBACK the trusted key signed long ago (sequence 1), sent again: it verifies, and
+    the data type's high-water mark refuses it."""
+    d = world.descriptor(world.repo.get(GUARD, world.served[GUARD]), action=pb.ModelDescriptor.ROLLBACK,
+                         sequence=1)
+    _send(world, d)
+    return [refused(Event.REJECTED, d, "a replayed or out-of-date statement")], []
+
+
+def rollout_altered_after_signing(world: World, scratch: Path):
+    """A signed canary at 1%, turned into 100% and its gate's checks into nothing on the way."""
+    policy = pb.RolloutPolicy(mode=pb.RolloutPolicy.CANARY, canary_percent=1,
+                              gate=pb.Gate(min_records=1000, min_agreement=0.99))
+    d = world.descriptor(_stored(world, _pmml(world)), rollout=policy)
+    d.rollout.canary_percent, d.rollout.gate.min_agreement = 100, 0
+    _send(world, d)
+    return [refused(Event.REJECTED, d, "a field was altered after signing")], []
 
 
 def signed_file_reader(world: World, scratch: Path):
@@ -139,7 +159,9 @@ def _file_reading_saved_model(target: Path, marker: Path) -> None:
 def cases(tensorflow: bool = True) -> dict[str, Case]:
     attempts = {"unsigned-model": unsigned, "signed-by-another-key": another_key,
                 "signed-bytes-swapped-inline": swapped_inline_bytes, "signed-bytes-swapped-at-store": swapped_at_the_store,
-                "signature-replayed": replayed_signature, "producer-without-acls": producer_without_acls}
+                "signature-replayed": replayed_signature, "old-rollback-replayed": old_rollback_replayed,
+                "rollout-altered-after-signing": rollout_altered_after_signing,
+                "producer-without-acls": producer_without_acls}
     if tensorflow:
         attempts["signed-file-reading-savedmodel"] = signed_file_reader
     return {name: bad_model_case(name, attempt, on=World.guarded_job, guard=GUARD) for name, attempt in attempts.items()}

@@ -92,6 +92,8 @@ def subtask_index(runtime_context: RuntimeContext) -> int:
     return runtime_context.get_index_of_this_subtask()
 
 Event = pb.ModelEvent
+UNSIGNED_WARNING = ("NO --trusted-keys: this job runs ANY model descriptor written to its models topic, "
+                    "signed or not, replays included. Give it --trusted-keys in production.")
 Arrived = tuple[bytes, pb.DataRecord, bool]  # a record's bytes, the record, whether it came as JSON
 
 
@@ -99,11 +101,13 @@ class ParseDescriptors(ProcessFunction):
     """Keeps valid ModelDescriptors (signed by a trusted key, if the job has any); reports the
     others as REJECTED model events."""
 
-    def __init__(self, trusted_keys: tuple[str, ...] = ()) -> None:
-        self.trusted_keys = trusted_keys
+    def __init__(self, trusted_keys: tuple[str, ...] = (), revoked: tuple[str, ...] = ()) -> None:
+        self.trusted_keys, self.revoked = trusted_keys, revoked
 
     def open(self, runtime_context: RuntimeContext) -> None:
-        self.trusted = signing.load_trusted_keys(self.trusted_keys)
+        self.trust = signing.load_trust(self.trusted_keys, self.revoked)
+        if not self.trust.required:
+            log.warning(UNSIGNED_WARNING)
 
     def process_element(self, value: bytes, ctx):
         try:
@@ -112,7 +116,7 @@ class ParseDescriptors(ProcessFunction):
             yield MODEL_EVENTS + messages.model_event(Event.REJECTED, "", reason=str(err))
             return
         try:
-            check_signed(d, self.trusted)
+            check_signed(d, self.trust)
         except DescriptorError as err:
             yield MODEL_EVENTS + messages.model_event(Event.REJECTED, d.data_type, d.name, d.version, str(err))
             return
@@ -184,9 +188,10 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
             Path(o.model_cache_dir),
             FetchPolicy.parse(o.store_allow_list, max_bytes=o.max_artifact_bytes),
         )
-        trusted = signing.load_trusted_keys(o.trusted_keys)  # checked again at load: keys change across restarts
+        trust = signing.load_trust(o.trusted_keys, o.revoked)  # checked again at load: keys change across restarts
+        self.sequenced = trust.required
         allowed = {data_type: frozenset(ops) for data_type, ops in o.allowed_model_ops}
-        load = partial(load_servable, fetcher=fetcher, trusted=trusted, allowed_ops=allowed)
+        load = partial(load_servable, fetcher=fetcher, trust=trust, allowed_ops=allowed)
         self.manager = ModelManager(load, o.model_cache_size, o.load_retry_s)
         self.accepted: dict[str, pb.ModelDescriptor] | None = None  # mirror of broadcast state
         self.keys: dict[str, KeyState] = {}
@@ -206,7 +211,7 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
         descriptor = pb.ModelDescriptor.FromString(value)
         self._mirror(ctx)
         yield from self._collect_loads()
-        reason = accept(self.accepted.get(descriptor.data_type), descriptor)
+        reason = accept(self.accepted.get(descriptor.data_type), descriptor, self.sequenced)
         if reason:
             yield from self._report(Event.REJECTED, descriptor, reason=reason)
             return

@@ -16,6 +16,7 @@ import tempfile
 
 from pyflink.common import WatermarkStrategy
 
+from contract import signing
 from contract.json_records import RECORD_FORMATS
 from contract.topics import TopicNames
 from jobs.flink_env import (
@@ -30,7 +31,13 @@ from jobs.flink_env import (
     routed_by_tag,
     side_output,
 )
-from jobs.operators import SIDE_OUTPUTS, ParseDescriptors, ScoreRecords, accepted_models
+from jobs.operators import (
+    SIDE_OUTPUTS,
+    UNSIGNED_WARNING,
+    ParseDescriptors,
+    ScoreRecords,
+    accepted_models,
+)
 from model_store.kafka_config import KafkaClientConfig, KafkaConfigError
 from model_store.kafka_io import check_models_topic
 from scoring.options import ScoringOptions
@@ -83,6 +90,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     flag("--trusted-keys", default="",
          help="comma-separated Ed25519 public keys (PEM files, or directories of them): only models "
               "signed by one of them are loaded. Default: none, and any model is loaded")
+    flag("--revoked", default="",
+         help='comma-separated revocation lists, JSON {"keys": [key ids], "models": ["name:version"]}: '
+              "descriptors signed by those keys, or of those versions, are refused and do not load")
     flag("--allow-model-ops", default="",
          help="file-system or process ops a data type's SavedModels may use, refused otherwise: "
               "'text=InitializeTableFromTextFileV2,images=ReadFile+WriteFile'")
@@ -138,6 +148,7 @@ def options_from(args: argparse.Namespace) -> ScoringOptions:
         max_record_bytes=args.max_record_bytes,
         record_format=args.record_format,
         trusted_keys=tuple(k for k in args.trusted_keys.split(",") if k),
+        revoked=tuple(k for k in args.revoked.split(",") if k),
         allowed_model_ops=allowed_ops(args.allow_model_ops),
         send_pairs=bool(args.pairs_topic),
         passthrough=args.passthrough,
@@ -166,7 +177,7 @@ def build(env, args: argparse.Namespace, kafka: KafkaClientConfig, score=None) -
     # Model updates are read from the start, so a fresh job learns every data type's model.
     models = routed_by_tag(
         source(args.models_topic, args.group_id + "-models", "earliest", "models-source")
-        .process(ParseDescriptors(options.trusted_keys), output_type=BYTES)
+        .process(ParseDescriptors(options.trusted_keys, options.revoked), output_type=BYTES)
         .name("parse model descriptors").uid("parse-model-descriptors"),
         SIDE_OUTPUTS, "route descriptors", "route-descriptors")
     scored = routed_by_tag(
@@ -213,8 +224,19 @@ def environment(args: argparse.Namespace):
     return execution_environment(args.parallelism, args.checkpoint_interval_ms, extra, args.execution_mode)
 
 
+def check_trust_or_exit(options: ScoringOptions) -> None:
+    """Keys and revocation lists that cannot be read stop the job here, not in its tasks."""
+    try:
+        trust = signing.load_trust(options.trusted_keys, options.revoked)
+    except signing.SignatureError as err:
+        sys.exit(f"error: {err}")
+    if not trust.required:
+        print(f"WARNING: {UNSIGNED_WARNING}", file=sys.stderr, flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    check_trust_or_exit(options_from(args))
     kafka = kafka_config(args)
     check_models_topic_or_exit(args, kafka)
     env = environment(args)

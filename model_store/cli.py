@@ -55,19 +55,30 @@ from model_store.status import fold, render
 DEFAULT_INLINE_MAX = 256 * 1024
 
 
+_last_sequence = 0
+
+
+def next_sequence() -> int:
+    """The time in microseconds, and always more than this process gave before. A job with
+    trusted keys refuses a sequence not above the last it accepted for the data type, so
+    publishers whose clocks lag the last one's by more than the gap are refused (saying so)."""
+    global _last_sequence
+    _last_sequence = max(time.time_ns() // 1000, _last_sequence + 1)
+    return _last_sequence
+
+
 def descriptor_for(repo: ModelRepository, stored: StoredModel, base_url: str,
                    inline_max_bytes: int, action: int = pb.ModelDescriptor.DEPLOY,
                    signature_name: str = "", rollout: pb.RolloutPolicy | None = None,
                    explain_fraction: float = 0.0) -> pb.ModelDescriptor:
+    """The descriptor announcing a stored version, unsigned (`signing.sign` it last)."""
     d = pb.ModelDescriptor(
         name=stored.name, description=stored.description, data_type=stored.data_type,
         model_type=stored.model_type_value, version=stored.version, sha256=stored.sha256,
         size_bytes=stored.size_bytes, publish_time_ms=int(time.time() * 1000), action=action,
         signature_name=signature_name, rollout=rollout, explain_fraction=explain_fraction,
+        sequence=next_sequence(),
     )
-    signed = repo.signature(stored)
-    if signed is not None:
-        d.signing_key_id, d.signature = signed
     if stored.size_bytes <= inline_max_bytes:
         d.inline_bytes = repo.artifact_path(stored).read_bytes()
     else:
@@ -125,9 +136,7 @@ def cmd_publish(args, repo: ModelRepository) -> int:
     stored = repo.publish(args.name, args.path, BY_NAME[args.type], args.data_type, args.description)
     d = descriptor_for(repo, stored, args.base_url, args.inline_max_bytes,
                        signature_name=args.signature_name, rollout=policy, explain_fraction=args.explain_fraction)
-    if args.signing_key:
-        signing.sign(d, signing.load_private_key(args.signing_key))
-        repo.save_signature(stored, d)
+    sign_if_asked(args, d)
     upload_if_remote(repo, stored, d)
     announce(args.kafka, args.topic, [d])
     warn_unless_compacted(args.kafka, args.topic)
@@ -140,11 +149,19 @@ def cmd_publish(args, repo: ModelRepository) -> int:
     return 0
 
 
+def sign_if_asked(args, d: pb.ModelDescriptor) -> None:
+    """Every announcement is a statement of its own: a ROLLBACK or PROMOTE is signed like a
+    publish, with its own sequence (a job with trusted keys refuses it unsigned)."""
+    if args.signing_key:
+        signing.sign(d, signing.load_private_key(args.signing_key))
+
+
 def announce_stored(args, repo: ModelRepository, action: int) -> StoredModel:
     """A stored version announced again with `action` (ROLLBACK or PROMOTE)."""
     stored = repo.get(args.name, args.version)
     d = descriptor_for(repo, stored, args.base_url, args.inline_max_bytes,
                        action=action, signature_name=args.signature_name)
+    sign_if_asked(args, d)
     upload_if_remote(repo, stored, d)
     announce(args.kafka, args.topic, [d])
     return stored
@@ -249,6 +266,9 @@ def parser() -> argparse.ArgumentParser:
         sp.add_argument("--inline-max-bytes", type=int, default=DEFAULT_INLINE_MAX,
                         help="send artifacts up to this size inline (default 256 KiB)")
         sp.add_argument("--signature-name", default="", help="TensorFlow signature (default serving_default)")
+        sp.add_argument("--signing-key", type=Path, default=os.environ.get("MODEL_SIGNING_KEY"),
+                        help="an Ed25519 private key (PEM, `model-store keygen`) to sign the announcement "
+                             "with; a job with --trusted-keys takes only signed ones [$MODEL_SIGNING_KEY]")
 
     pub = sub.add_parser("publish", help="store a model as its next version and announce it")
     pub.add_argument("--name", required=True)
@@ -256,9 +276,6 @@ def parser() -> argparse.ArgumentParser:
     pub.add_argument("--type", choices=sorted(BY_NAME), required=True)
     pub.add_argument("--path", type=Path, required=True, help="a PMML file, a SavedModel directory (or its .tar.gz), or an ONNX file")
     pub.add_argument("--description", default="")
-    pub.add_argument("--signing-key", type=Path, default=os.environ.get("MODEL_SIGNING_KEY"),
-                     help="an Ed25519 private key (PEM, `model-store keygen`) to sign the model with "
-                          "[$MODEL_SIGNING_KEY]")
     pub.add_argument("--explain-fraction", type=float, default=0.0, metavar="F",
                      help="the share of records (0-1) whose results carry the model's explanation "
                           "(a SavedModel's 'explain' signature); default none")

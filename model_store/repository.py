@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import base64
 import fcntl
 import hashlib
 import json
@@ -20,7 +19,6 @@ from pathlib import Path
 from contract import scoring_pb2 as pb
 from contract.model_types import ARTIFACT_FILES
 
-SIGNATURE_FILE = "signature.json"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
@@ -78,19 +76,6 @@ class ModelRepository:
             known = [m.version for m in self.versions(name)]
             raise KeyError(f"model '{name}' has no version {version} in {self.root}; it has {known}")
         return stored
-
-    def save_signature(self, stored: StoredModel, d: pb.ModelDescriptor) -> None:
-        """Keep the signature a publish made, so a rollback or promotion announces it again."""
-        (self.root / stored.name / str(stored.version) / SIGNATURE_FILE).write_text(json.dumps(
-            {"signing_key_id": d.signing_key_id, "signature": base64.b64encode(d.signature).decode()}))
-
-    def signature(self, stored: StoredModel) -> tuple[str, bytes] | None:
-        """(key id, signature) of a stored version, if it was signed."""
-        path = self.root / stored.name / str(stored.version) / SIGNATURE_FILE
-        if not path.exists():
-            return None
-        doc = json.loads(path.read_text())
-        return doc["signing_key_id"], base64.b64decode(doc["signature"])
 
     def artifact_path(self, stored: StoredModel) -> Path:
         return self.root / stored.name / str(stored.version) / stored.file

@@ -9,7 +9,6 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from google.protobuf.message import DecodeError
 
 from contract import scoring_pb2 as pb
@@ -80,13 +79,12 @@ def check_descriptor(d: pb.ModelDescriptor) -> None:
         raise DescriptorError(f"{label} is invalid: {'; '.join(problems)}")
 
 
-def check_signed(d: pb.ModelDescriptor, trusted: dict[str, Ed25519PublicKey] | None) -> None:
-    """With trusted keys, a model runs only if one of them signed exactly it."""
-    if trusted:
-        try:
-            signing.verify(d, trusted)
-        except signing.SignatureError as err:
-            raise DescriptorError(str(err)) from err
+def check_signed(d: pb.ModelDescriptor, trust: signing.Trust | None) -> None:
+    """Nothing revoked runs; with trusted keys, only a descriptor one of them signed."""
+    try:
+        signing.verify(d, trust or signing.Trust())
+    except signing.SignatureError as err:
+        raise DescriptorError(str(err)) from err
 
 
 def refuse_unsafe(d: pb.ModelDescriptor, found: list[UnsafeOp]) -> None:
@@ -100,12 +98,12 @@ def refuse_unsafe(d: pb.ModelDescriptor, found: list[UnsafeOp]) -> None:
 
 
 def load_servable(descriptor: pb.ModelDescriptor, fetcher: ArtifactFetcher,
-                  trusted: dict[str, Ed25519PublicKey] | None = None,
+                  trust: signing.Trust | None = None,
                   allowed_ops: Mapping[str, frozenset[str]] | None = None) -> Servable:
-    """Check the signature (if keys are `trusted`), fetch, refuse file-system and process ops
+    """Check the signature and the revocations (`trust`), fetch, refuse file-system and process ops
     (but for the data type's `allowed_ops`), load and warm up. Raises a ModelLoadError
     subclass on any failure."""
-    check_signed(descriptor, trusted)
+    check_signed(descriptor, trust)
     try:
         fetched = fetcher.fetch(descriptor)
     except FetchError as err:

@@ -19,8 +19,9 @@ class ScoringOptions:
     load_retry_s: float = 30.0  # a failed load is tried again after this long, if still wanted
     stats_interval_ms: int = 10_000
     max_record_bytes: int = 4 * 1024 * 1024
-    record_format: str = "auto"
-    trusted_keys: tuple[str, ...] = ()
-    allowed_model_ops: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (data type, ops) a SavedModel may use  # PEM files or directories: if any, only models they signed run  # "auto": JSON if the bytes start with "{", else protobuf; or force one
+    record_format: str = "auto"  # JSON if the bytes start with "{", else protobuf; or force one
+    trusted_keys: tuple[str, ...] = ()  # PEM files or directories: if any, only what they signed runs
+    revoked: tuple[str, ...] = ()  # revocation lists (JSON): keys and model versions that may not run
+    allowed_model_ops: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (data type, ops) a SavedModel may use
     send_pairs: bool = False  # a pairs topic is configured: rollouts that ask send ShadowPairs
     passthrough: bool = False  # benchmarks: the whole topology, but no model call

@@ -13,12 +13,25 @@ def descriptor_id(d: pb.ModelDescriptor) -> DescriptorId:
     return (d.name, d.version, d.action, d.publish_time_ms)
 
 
-def accept(current: pb.ModelDescriptor | None, new: pb.ModelDescriptor) -> str | None:
-    """None if `new` replaces `current` for its data type, else the reason it does not."""
-    if current is None or new.action == pb.ModelDescriptor.ROLLBACK:
+def accept(current: pb.ModelDescriptor | None, new: pb.ModelDescriptor, sequenced: bool = False) -> str | None:
+    """None if `new` replaces `current` for its data type, else the reason it does not.
+
+    `sequenced` (the job trusts keys, so descriptors are signed whole): `new` must carry a
+    sequence above the last accepted one's, the data type's high-water mark, so that no
+    signed descriptor, a ROLLBACK or PROMOTE included, can be replayed."""
+    if current is None:
         return None
     if descriptor_id(new) == descriptor_id(current):
         return f"{new.name} v{new.version} was already accepted (a duplicate message)"
+    if sequenced and new.sequence <= current.sequence:
+        return (
+            f"{new.name} v{new.version} ({pb.ModelDescriptor.Action.Name(new.action)}) has sequence "
+            f"{new.sequence}, not above {current.sequence} of the last descriptor accepted for "
+            f"'{new.data_type}': a replayed or out-of-date statement. Publish it again with "
+            "model-store, which gives it a new sequence"
+        )
+    if new.action == pb.ModelDescriptor.ROLLBACK:
+        return None
     if new.action == pb.ModelDescriptor.PROMOTE and (new.name, new.version) == (current.name, current.version):
         return None  # ends the rollout of the version accepted last
     if new.name == current.name and new.version <= current.version:

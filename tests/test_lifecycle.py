@@ -45,6 +45,25 @@ def test_policy_accepts_newer_versions_and_explicit_rollbacks_only():
     assert "not newer than v2" in accept(desc(2), desc(1, action=promote, t=5))
 
 
+def sequenced(version: int, sequence: int, action: int = pb.ModelDescriptor.DEPLOY) -> pb.ModelDescriptor:
+    d = desc(version, action=action, t=sequence)
+    d.sequence = sequence
+    return d
+
+
+def test_with_trusted_keys_a_descriptor_must_carry_a_sequence_above_the_last_accepted():
+    promote = pb.ModelDescriptor.PROMOTE
+    assert accept(sequenced(2, 20), sequenced(3, 30), sequenced=True) is None
+    assert accept(sequenced(2, 20), sequenced(1, 30, ROLLBACK), sequenced=True) is None
+    assert accept(sequenced(2, 20), sequenced(2, 30, promote), sequenced=True) is None
+    # Replays of statements signed before the last accepted one: each refused, saying why.
+    for old in (sequenced(1, 19, ROLLBACK), sequenced(2, 20, promote), sequenced(3, 10)):
+        reason = accept(sequenced(2, 20), old, sequenced=True)
+        assert "not above 20" in reason and "replayed or out-of-date" in reason, reason
+    # Without trusted keys the sequence decides nothing (descriptors may carry none).
+    assert accept(sequenced(2, 20), sequenced(1, 19, ROLLBACK)) is None
+
+
 def test_descriptors_are_checked_when_parsed():
     with pytest.raises(DescriptorError, match="not a ModelDescriptor"):
         parse_descriptor(b"\xff\xff\xff\xff")
