@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 
 from pyflink.common import WatermarkStrategy
 
@@ -77,7 +76,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     flag("--delivery", choices=sorted(DELIVERY), default="exactly-once")
     flag("--store-allow-list", default=",".join(defaults.store_allow_list),
          help="comma-separated URL prefixes models may be fetched from")
-    flag("--model-cache-dir", default=os.path.join(tempfile.gettempdir(), "flink-scoring-models"))
+    flag("--model-cache-dir", default=defaults.model_cache_dir,
+         help="where fetched models are kept, by SHA-256: a directory of the TaskManager's user that no "
+              "one else may write to (default ~/.cache/flink-scoring/models of that user)")
     flag("--model-cache-size", type=int, default=defaults.model_cache_size,
          help="loaded models kept per operator instance (LRU)")
     flag("--max-artifact-bytes", type=int, default=defaults.max_artifact_bytes)

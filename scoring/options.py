@@ -10,7 +10,7 @@ class ScoringOptions:
     batch_size: int = 64
     batch_max_wait_ms: int = 100  # one PyFlink bundle (--bundle-time-ms): results wait that long anyway
     store_allow_list: tuple[str, ...] = ("http://127.0.0.1:8765/",)
-    model_cache_dir: str = "/tmp/flink-scoring-models"
+    model_cache_dir: str = ""  # "": ~/.cache/flink-scoring/models of the TaskManager's user
     model_cache_size: int = 256
     max_artifact_bytes: int = 512 * 1024 * 1024
     no_model_policy: str = "hold"  # or "dead-letter"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -89,7 +90,7 @@ def test_subtasks_fetching_and_unpacking_one_artifact_at_once_all_get_it(repo, s
         t.join()
     assert not errors
     assert len(results) == 8 and len(set(results)) == 1 and (results[0] / "saved_model.pb").exists()
-    assert not [p for p in (tmp_path / "cache").rglob("*") if ".partial" in p.name]
+    assert not [p for p in (tmp_path / "cache").rglob("*") if ".partial" in p.name or p.name.startswith(".")]
 
 
 @pytest.mark.parametrize("field,value,message", [
@@ -103,6 +104,148 @@ def test_fetch_refuses_a_mismatched_artifact(repo, store, samples, tmp_path, fie
     with pytest.raises(FetchError, match=message):
         fetcher_for(tmp_path, store).fetch(d)
     assert not list((tmp_path / "cache").rglob("model.pmml"))
+
+
+def test_mismatched_bytes_are_never_visible_in_the_cache_and_the_error_does_not_describe_them(
+        repo, store, samples, tmp_path, monkeypatch):
+    """The download streams into a private temporary file; the cache's entry appears only
+    once its bytes are verified. Checked while the bytes arrive, not only after."""
+    stored = repo.publish("wine", samples["wine-pmml"] / "model.pmml", pb.PMML, "wine")
+    d = located(repo, stored, store.base_url)
+    d.sha256 = "0" * 64
+    fetcher = fetcher_for(tmp_path, store)
+    target = tmp_path / "cache" / d.sha256 / "model.pmml"
+    seen_while_streaming = []
+    real_capped = fetcher._capped
+
+    def watching(chunks, *args):
+        for chunk in real_capped(chunks, *args):
+            seen_while_streaming.append(target.exists())
+            temporaries = [p for p in target.parent.iterdir() if p.name.startswith(".model.pmml.")]
+            assert [p.stat().st_mode & 0o777 for p in temporaries] == [0o600]
+            yield chunk
+    monkeypatch.setattr(fetcher, "_capped", watching)
+    with pytest.raises(FetchError, match="does not match the descriptor's SHA-256 and size") as refused:
+        fetcher.fetch(d)
+    assert seen_while_streaming and not any(seen_while_streaming)
+    assert not list(target.parent.iterdir())
+    assert stored.sha256 not in str(refused.value)  # what the store sent is not described
+
+
+def test_a_cache_entry_whose_bytes_changed_is_fetched_again(repo, store, samples, tmp_path):
+    stored = repo.publish("wine", samples["wine-pmml"] / "model.pmml", pb.PMML, "wine")
+    d = located(repo, stored, store.base_url)
+    fetcher = fetcher_for(tmp_path, store)
+    path = fetcher.fetch(d).path
+    path.write_bytes(b"<PMML>swapped in the cache</PMML>")
+    again = fetcher.fetch(d)
+    assert not again.from_cache and again.path.read_bytes() == repo.artifact_path(stored).read_bytes()
+
+
+def test_a_cache_others_can_write_to_or_a_link_is_refused(repo, store, samples, tmp_path):
+    stored = repo.publish("wine", samples["wine-pmml"] / "model.pmml", pb.PMML, "wine")
+    d = located(repo, stored, store.base_url)
+    (tmp_path / "shared").mkdir(mode=0o777)
+    (tmp_path / "shared").chmod(0o777)
+    (tmp_path / "link").symlink_to(tmp_path / "private")
+    (tmp_path / "private").mkdir(mode=0o700)
+    for cache, why in (("shared", "mode 777"), ("link", "a symbolic link")):
+        fetcher = ArtifactFetcher(tmp_path / cache, FetchPolicy.parse([store.base_url + "/"]))
+        with pytest.raises(FetchError, match=f"model cache .*{why}.*no one else may write"):
+            fetcher.fetch(d)
+    made = ArtifactFetcher(tmp_path / "new" / "cache", FetchPolicy.parse([store.base_url + "/"]))
+    made.fetch(d)
+    assert (tmp_path / "new" / "cache").stat().st_mode & 0o777 == 0o700
+
+
+def test_a_sha256_that_is_not_hex_cannot_name_a_path(repo, store, tmp_path):
+    d = pb.ModelDescriptor(name="m", data_type="t", model_type=pb.PMML, version=1,
+                           location=store.base_url + "/m/1/model.pmml", sha256="../" * 21 + "x", size_bytes=10)
+    with pytest.raises(FetchError, match="64 hex digits"):
+        fetcher_for(tmp_path, store).fetch(d)
+
+
+class TricklingStore:
+    """An HTTP server sending `body` a byte at a time, `pause_s` apart; it keeps the headers
+    of each request it answers."""
+
+    def __init__(self, body: bytes, pause_s: float = 0.0) -> None:
+        outer = self
+        self.headers: list[dict[str, str]] = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802
+                outer.headers.append(dict(self.headers))
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                for i in range(len(body)):
+                    self.wfile.write(body[i:i + 1])
+                    self.wfile.flush()
+                    time.sleep(pause_s)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def descriptor(self, body: bytes) -> pb.ModelDescriptor:
+        return pb.ModelDescriptor(name="m", data_type="t", model_type=pb.PMML, version=1,
+                                  location=self.base_url + "/m/1/model.pmml",
+                                  sha256=hashlib.sha256(body).hexdigest(), size_bytes=len(body))
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_proxy_variables_and_netrc_are_not_used(tmp_path, monkeypatch):
+    """requests alone would send the download through $HTTP_PROXY (a dead port here) and
+    .netrc's password to the store."""
+    body = b"<PMML/>"
+    served = TricklingStore(body)
+    try:
+        monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:1")
+        monkeypatch.setenv("NO_PROXY", "")
+        (tmp_path / "netrc").write_text("machine 127.0.0.1 login user password secret\n")
+        monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))
+        fetcher = ArtifactFetcher(tmp_path / "cache", FetchPolicy.parse([served.base_url + "/"]))
+        assert fetcher.fetch(served.descriptor(body)).path.read_bytes() == body
+        assert served.headers and all("Authorization" not in h for h in served.headers)
+    finally:
+        served.close()
+
+
+def test_a_fetch_has_an_overall_deadline(tmp_path):
+    body = b"x" * 40
+    slow = TricklingStore(body, pause_s=0.1)  # each read is quick; the whole takes 4 s
+    try:
+        fetcher = ArtifactFetcher(tmp_path / "cache", FetchPolicy.parse([slow.base_url + "/"], deadline_s=1))
+        started = time.monotonic()
+        with pytest.raises(FetchError, match="longer than its deadline of 1s"):
+            fetcher.fetch(slow.descriptor(body))
+        assert time.monotonic() - started < 2.5
+    finally:
+        slow.close()
+
+
+def test_an_archive_past_the_entry_or_size_limit_is_refused_before_unpacking(tmp_path):
+    import tarfile
+
+    from scoring.backends.tensorflow import unpack
+    from scoring.errors import ModelLoadError
+
+    archive = tmp_path / "model.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for i in range(20):
+            (tmp_path / f"f{i}").write_bytes(b"x" * 100)
+            tar.add(tmp_path / f"f{i}", arcname=f"saved/f{i}")
+    for limits in ({"max_entries": 10}, {"max_bytes": 1000}):
+        with pytest.raises(ModelLoadError, match="refused before unpacking"):
+            unpack(archive, **limits)
+        assert not list(tmp_path.glob("model.tar.gz.d*"))
 
 
 def test_fetch_refuses_an_oversize_artifact(repo, store, samples, tmp_path):
@@ -206,7 +349,7 @@ def test_a_store_that_is_down_fails_after_bounded_retries(tmp_path):
     fetcher = ArtifactFetcher(tmp_path / "cache", FetchPolicy.parse([base + "/"], backoff_s=0.01))
     d = pb.ModelDescriptor(name="m", data_type="t", model_type=pb.PMML, version=1,
                            location=base + "/m/1/model.pmml", sha256="0" * 64, size_bytes=10)
-    with pytest.raises(FetchError, match="failed 3 times"):
+    with pytest.raises(FetchError, match="failed after 3 attempt"):
         fetcher.fetch(d)
 
 

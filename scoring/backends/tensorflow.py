@@ -42,15 +42,22 @@ def _kind(dtype) -> Kind | None:
     return None
 
 
-def unpack(artifact: Path) -> Path:
-    """Extract a .tar.gz SavedModel next to the artifact; return the SavedModel dir."""
+MAX_ENTRIES = 10_000
+MAX_UNPACKED_BYTES = 8 * 1024**3
+
+
+def unpack(artifact: Path, max_entries: int = MAX_ENTRIES, max_bytes: int = MAX_UNPACKED_BYTES) -> Path:
+    """Extract a .tar.gz SavedModel next to the artifact (in the cache, named by its verified
+    SHA-256); return the SavedModel dir. An archive of more entries or bytes than the limits
+    is refused before anything is written."""
     target = artifact.with_name(artifact.name + ".d")
     if not target.exists():
         partial = partial_path(target)  # other subtasks may unpack the same artifact at once
         try:
             with tarfile.open(artifact, "r:gz") as tar:
+                members = bounded_members(tar, artifact.name, max_entries, max_bytes)
                 # The "data" filter refuses absolute paths, links out of the tree, devices.
-                tar.extractall(partial, filter="data")
+                tar.extractall(partial, members=members, filter="data")
             partial.rename(target)
         except (tarfile.TarError, OSError, EOFError) as err:
             if not target.exists():  # not just another subtask that finished first
@@ -64,6 +71,19 @@ def unpack(artifact: Path) -> Path:
     if not found:
         raise ModelLoadError(f"TensorFlow artifact {artifact.name} holds no saved_model.pb")
     return found[0]
+
+
+def bounded_members(tar: tarfile.TarFile, name: str, max_entries: int, max_bytes: int) -> list[tarfile.TarInfo]:
+    """The archive's entries, read header by header, refused at the first past a limit."""
+    members, total = [], 0
+    for member in tar:
+        members.append(member)
+        total += member.size
+        if len(members) > max_entries or total > max_bytes:
+            raise ModelLoadError(
+                f"TensorFlow artifact {name} unpacks to more than {max_entries} entries or "
+                f"{max_bytes} bytes: refused before unpacking (an archive bomb, or not a SavedModel)")
+    return members
 
 
 class TensorFlowModel(LoadedModel):
