@@ -25,11 +25,10 @@ from typing import Any
 import numpy as np
 
 from contract import scoring_pb2 as pb
-from contract.values import PyValue, fill_map, to_python
+from contract.values import MAX_TENSOR_DIMS, PyValue, fill_map, to_python
 
 FIELDS = ("record_id", "data_type", "event_time_ms", "inputs")
 INT64 = (-(1 << 63), (1 << 63) - 1)
-MAX_TENSOR_DIMS = 8
 
 
 class JsonRecordError(ValueError):

@@ -6,6 +6,7 @@ float32 numpy array for a tensor.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import numpy as np
@@ -13,17 +14,20 @@ import numpy as np
 from contract import scoring_pb2 as pb
 
 PyValue = float | int | str | bytes | np.ndarray
+MAX_TENSOR_DIMS = 8
 
 
 def to_python(value: pb.Value) -> PyValue:
     kind = value.WhichOneof("kind")
     if kind == "tensor_value":
         t = value.tensor_value
-        array = np.asarray(t.values, dtype=np.float32)
         shape = tuple(t.shape)
-        if int(np.prod(shape)) != array.size:
-            raise ValueError(f"tensor shape {list(shape)} does not match its {array.size} values")
-        return array.reshape(shape)
+        # math.prod of Python ints: numpy's int64 product wraps, and a shape like
+        # [2**33, 2**31] would "match" an empty tensor.
+        if len(shape) > MAX_TENSOR_DIMS or min(shape, default=0) < 0 or math.prod(shape) != len(t.values):
+            raise ValueError(f"tensor shape {list(shape)[:MAX_TENSOR_DIMS + 1]} does not fit its "
+                             f"{len(t.values)} values (at most {MAX_TENSOR_DIMS} dimensions, none negative)")
+        return np.asarray(t.values, dtype=np.float32).reshape(shape)
     if kind is None:
         raise ValueError("value has no kind set")
     return getattr(value, kind)

@@ -42,8 +42,7 @@ def scorable(value: bytes, data_type: str, fields: list[str], max_record_bytes: 
         return False
     for v in r.inputs.values():
         kind = v.WhichOneof("kind")
-        if kind is None or (kind == "tensor_value" and
-                            math.prod(v.tensor_value.shape) != len(v.tensor_value.values)):
+        if kind is None or (kind == "tensor_value" and not tensor_fits(v.tensor_value)):
             return False
     for name in fields:
         v = r.inputs.get(name)
@@ -53,6 +52,11 @@ def scorable(value: bytes, data_type: str, fields: list[str], max_record_bytes: 
         if kind == "double_value" and not math.isfinite(v.double_value):
             return False
     return True
+
+
+def tensor_fits(t: pb.Tensor) -> bool:
+    """The contract's tensor: at most 8 dimensions, none negative, as many values as they hold."""
+    return len(t.shape) <= 8 and min(t.shape, default=0) >= 0 and math.prod(t.shape) == len(t.values)
 
 
 def json_scorable(value: bytes, data_type: str, fields: list[str]) -> bool:
@@ -193,6 +197,83 @@ def json_nan(rng: random.Random, good: bytes) -> bytes:
 BY_JSON = [malformed_json, json_wrong_value, json_huge_number, json_deep_nesting, json_not_utf8, json_nan]
 
 
+# ---- built to break a reader: structure at and past every limit ---------------------------------
+# Each keeps the good record's id where it can, so that what is refused is dead-lettered by it.
+PROTOBUF_DEPTH = 100  # protobuf's recursion limit: Python's upb and the JVM keying refuse deeper
+
+
+def deep_groups(rng: random.Random, good: bytes) -> bytes:
+    """Unknown group fields nested at, just past, or far past the limit (a stack overflow for a
+    recursive reader), before or after the record's own fields."""
+    depth = rng.choice([PROTOBUF_DEPTH - 1, PROTOBUF_DEPTH, PROTOBUF_DEPTH + 1, 5_000, 200_000])
+    field = rng.choice([5, 9, 536_870_911])  # unknown to DataRecord; the largest field number
+    start, end = _varint(field << 3 | 3), _varint(field << 3 | 4)
+    groups = start * depth + end * depth if rng.random() < 0.8 else start * depth  # or never closed
+    return groups + good if rng.random() < 0.5 else good + groups
+
+
+def wire_edges(rng: random.Random, good: bytes) -> bytes:
+    """A field the wire format forbids or cannot end: wire types 6 and 7, field number 0, an
+    11-byte varint, a length of 2**63 or of more than is left."""
+    bad = rng.choice([_varint(5 << 3 | 6), _varint(5 << 3 | 7), _varint(0 << 3 | 0) + b"\x01",
+                      _varint(5 << 3 | 0) + b"\xff" * 10 + b"\x01", _varint(5 << 3 | 2) + _varint(1 << 63),
+                      _varint(2 << 3 | 2) + _varint(len(good) + 10) + b"wine",
+                      b"\x80" * rng.randint(1, 12)])
+    return good + bad if rng.random() < 0.7 else bad + good
+
+
+def tensor_shapes(rng: random.Random, row: Row, record_id: str, data_type: str) -> pb.DataRecord:
+    """A tensor input whose shape does not hold its values: a product past 2**64 (that wraps to 0
+    in int64 arithmetic), negative dimensions that multiply out right, too many dimensions."""
+    r = record(record_id, data_type, row)
+    t = r.inputs["embedding"].tensor_value
+    shape, values = rng.choice([([1 << 33, 1 << 31], 0), ([1 << 32, 1 << 32, 1 << 32], 0), ([-1, -4], 4),
+                                ([1] * 9, 1), ([1] * 200, 1), ([2, 3], 5), ([(1 << 63) - 1, 2], 2)])
+    t.shape.extend(shape)
+    t.values.extend([0.5] * values)
+    return r
+
+
+def number_limits(rng: random.Random, row: Row, record_id: str, data_type: str) -> pb.DataRecord:
+    """Every model input at or past a limit of its type: the model refuses or scores them, and
+    nothing in between breaks."""
+    limits = [float("inf"), -float("inf"), float("nan"), 1.7976931348623157e308, -5e-324, 0.0, -0.0]
+    r = record(record_id, data_type, row)
+    for name in row:
+        if rng.random() < 0.5:
+            r.inputs[name].double_value = rng.choice(limits)
+        else:
+            r.inputs[name].int64_value = rng.choice([(1 << 63) - 1, -(1 << 63), 0, -1])
+    return r
+
+
+def json_limits(rng: random.Random, good: bytes) -> bytes:
+    """JSON at and past the readers' limits: object nesting around Jackson's 1,000 and Python's
+    recursion limit, 64-bit integers and one past, a float just past the largest, thousands of inputs."""
+    choice = rng.randrange(4)
+    if choice == 0:
+        depth = rng.choice([999, 1000, 1001, 3000])
+        return _json_with_input(rng, good, '{"b64": ' * depth + '""' + "}" * depth)
+    if choice == 1:
+        return _json_with_input(rng, good, rng.choice([str(1 << 63), str(-(1 << 63) - 1), str((1 << 63) - 1),
+                                                       "1.7976931348623159e308", "-0.0", "5e-324"]))
+    if choice == 2:
+        doc = json.loads(_json_text(good))
+        doc["inputs"].update({f"extra-{i}": i for i in range(rng.choice([1_000, 20_000]))})
+        return json.dumps(doc).encode()
+    text = _json_text(good)
+    return ("[" * 50_000 if rng.random() < 0.5 else '{"a":' * 50_000).encode() + text.encode()
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
+        n >>= 7
+        if not n:
+            return bytes(out)
+
+
 def bad_json(rng: random.Random, good: bytes) -> bytes:
     return rng.choice(BY_JSON)(rng, good)
 
@@ -203,8 +284,9 @@ def not_a_jpeg(record_id: str, data_type: str) -> pb.DataRecord:
 
 
 # ---- the fuzz ------------------------------------------------------------------------------------
-BY_ID = [missing_inputs, wrong_type, non_finite, unknown_type, no_data_type]
-BY_BYTES = [random_bytes, truncated, bit_flipped, no_record_id, *BY_JSON]
+BY_ID = [missing_inputs, wrong_type, non_finite, unknown_type, no_data_type, tensor_shapes, number_limits]
+BY_STRUCTURE = [deep_groups, wire_edges, json_limits]
+BY_BYTES = [random_bytes, truncated, bit_flipped, no_record_id, *BY_JSON, *BY_STRUCTURE]
 
 
 @dataclass

@@ -38,6 +38,9 @@ def score_batch(model: LoadedModel, batch: Sequence[Mapping[str, PyValue]]) -> l
             prepared.append((i, model.prepare(inputs)))
         except RecordError as err:
             outcomes[i] = Outcome(error=err)
+        except Exception as err:  # noqa: BLE001 - a backend's own check that missed this input
+            outcomes[i] = Outcome(error=RecordError(f"the model cannot take this record's inputs: "
+                                                    f"{type(err).__name__}: {err}"))
     _predict_isolating(model, prepared, outcomes)
     return outcomes  # type: ignore[return-value]
 

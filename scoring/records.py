@@ -36,6 +36,9 @@ def read_record(raw: bytes, key: str, max_record_bytes: int, record_format: str 
         raise UnreadableRecord(f"{len(raw)} bytes are not a DataRecord protobuf: {err}", raw) from err
     except JsonRecordError as err:
         raise UnreadableRecord(f"bad JSON record: {err}", raw) from err
+    except Exception as err:  # noqa: BLE001 - no record may stop the job: a reader's bug is a dead letter
+        raise UnreadableRecord(f"{len(raw)} bytes could not be read ({type(err).__name__}: {err}); "
+                               "please report this record", raw) from err
     missing = [f for f in ("record_id", "data_type") if not getattr(record, f)]
     if missing:
         raise UnreadableRecord(f"record has no {' and no '.join(missing)}", raw, record)

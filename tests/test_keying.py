@@ -11,11 +11,12 @@ import sys
 
 from contract import scoring_pb2 as pb
 from contract.json_records import decode_record
-from contract.values import make_record
+from contract.values import inputs_of, make_record
 from jobs.jars import operators_jar
 from scoring.records import UnreadableRecord, read_record
 
 MAX_BYTES = 4096
+HOSTILE_MAX_BYTES = 4 * 1024 * 1024  # the job's default --max-record-bytes
 
 # Runs in a child process: PyFlink's gateway JVM would otherwise outlive the test.
 JVM_KEYS = """
@@ -29,16 +30,16 @@ json.dump([keying.dataType(s) for s in samples], sys.stdout)
 """
 
 
-def jvm_keys(samples: list[bytes], record_format: str = "auto") -> list[str]:
-    done = subprocess.run([sys.executable, "-c", JVM_KEYS, operators_jar().as_uri(), record_format, str(MAX_BYTES)],
+def jvm_keys(samples: list[bytes], record_format: str = "auto", max_bytes: int = MAX_BYTES) -> list[str]:
+    done = subprocess.run([sys.executable, "-c", JVM_KEYS, operators_jar().as_uri(), record_format, str(max_bytes)],
                           input=json.dumps([s.hex() for s in samples]), capture_output=True, text=True,
                           timeout=120, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def python_data_type(raw: bytes, record_format: str = "auto") -> str | None:
+def python_data_type(raw: bytes, record_format: str = "auto", max_bytes: int = MAX_BYTES) -> str | None:
     try:
-        return decode_record(raw, record_format)[0].data_type if len(raw) <= MAX_BYTES else None
+        return decode_record(raw, record_format)[0].data_type if len(raw) <= max_bytes else None
     except Exception:
         return None
 
@@ -121,3 +122,46 @@ def test_python_dead_letters_what_the_jvm_could_not_key_and_says_why():
     assert "over the 4096-byte limit" in reason(b"x" * (MAX_BYTES + 1), "")
     assert "bad JSON record: 'data_type' is an integer" in reason(b'{"record_id": "r", "data_type": 7}', "")
     assert "is not the one the job keyed it by ('beer'" in reason(wine, "beer")
+
+
+def hostile(rnd: random.Random, n: int) -> list[bytes]:
+    """Records built to break a reader (faults/bad_records: nesting at and past the limits,
+    wire types and varints the format forbids, tensor shapes that overflow, numbers at every
+    limit), each kind at its boundary values too."""
+    from faults import bad_records as bad
+
+    row = {"a": 1.0, "b": 2.0}
+    out = []
+    for i in range(n):
+        good = bad.record(f"h-{i}", "wine", row).SerializeToString()
+        if i % 3 == 0:
+            maker = rnd.choice([bad.tensor_shapes, bad.number_limits])
+            out.append(maker(rnd, row, f"h-{i}", "wine").SerializeToString())
+        else:
+            out.append(rnd.choice(bad.BY_STRUCTURE)(rnd, good))
+    depths = [bad.PROTOBUF_DEPTH, bad.PROTOBUF_DEPTH + 1]
+    good = bad.record("edge", "wine", row).SerializeToString()
+    return out + [b"\x2b" * d + b"\x2c" * d + good for d in depths]
+
+
+def test_no_record_makes_a_reader_throw_and_both_agree_on_the_data_type():
+    """A record that made the JVM keying throw would fail its task, and again after every
+    restart (the same record is read again). Python's reader may only say why it refuses."""
+    samples = hostile(random.Random(11), 600)
+    keys = jvm_keys(samples, max_bytes=HOSTILE_MAX_BYTES)  # a throw fails the child process
+    assert len(keys) == len(samples)
+    read = [python_data_type(s, max_bytes=HOSTILE_MAX_BYTES) for s in samples]
+    wrong = [(s[:40], k, r) for s, k, r in zip(samples, keys, read, strict=True) if r and k != r]
+    assert not wrong
+    assert keys[-2:] == ["wine", ""] and read[-2:] == ["wine", None]  # the limit, the same on both sides
+    unexpected = []
+    for s, k in zip(samples, keys, strict=True):
+        try:
+            record, _ = read_record(s, k, HOSTILE_MAX_BYTES)
+            inputs_of(record)
+        except (UnreadableRecord, ValueError):
+            continue
+        except Exception as err:  # noqa: BLE001 - any other type is the finding
+            unexpected.append((s[:40], repr(err)))
+    assert not unexpected
+    assert sum(bool(r) for r in read) > 50 and sum(r is None for r in read) > 200  # both kinds present

@@ -14,12 +14,15 @@ import org.apache.flink.types.Row;
  * PyFlink's own key_by gives a keyed Python function.
  *
  * <p>Reads only the data type: a protobuf DataRecord's field 2, or a JSON record's top-level
- * "data_type". The key is "" when it cannot be read (not a record, too large, no data type);
- * the Python side parses every record in full and dead-letters those with the reason.
+ * "data_type". The key is "" when it cannot be read (not a record, too large, no data type,
+ * groups nested deeper than protobuf's own limit); the Python side parses every record in full
+ * and dead-letters those with the reason. No record may make it throw: a throw here fails the
+ * task, which restarts from its checkpoint and reads the same record again.
  */
 public class DataTypeKey implements MapFunction<byte[], Row> {
     private static final long serialVersionUID = 1L;
     private static final int DATA_TYPE_FIELD = 2;
+    static final int MAX_DEPTH = 100; // protobuf's default recursion limit, as the Python parser
     private static final JsonFactory JSON = new JsonFactory();
 
     private final String recordFormat; // auto | protobuf | json, as the job's --record-format
@@ -41,7 +44,11 @@ public class DataTypeKey implements MapFunction<byte[], Row> {
         }
         boolean json = recordFormat.equals("json")
                 || (recordFormat.equals("auto") && raw.length > 0 && raw[0] == '{');
-        return json ? jsonDataType(raw) : protobufDataType(raw);
+        try {
+            return json ? jsonDataType(raw) : protobufDataType(raw);
+        } catch (RuntimeException | StackOverflowError e) {
+            return ""; // a reader's bug must not become a poison record: Python says what is wrong
+        }
     }
 
     /** The last top-level "data_type" string of a JSON object, as Python's json keeps the last. */
@@ -128,18 +135,27 @@ public class DataTypeKey implements MapFunction<byte[], Row> {
             }
         }
 
+        /** Steps over a group and the groups inside it, without recursion: the open ones on a stack. */
         void skipGroup(int field) {
-            while (true) {
+            int[] open = new int[MAX_DEPTH];
+            int depth = 0;
+            open[depth++] = field;
+            while (depth > 0) {
                 long tag = varint();
                 int inner = (int) (tag >>> 3);
                 int wire = (int) (tag & 7);
                 if (wire == 4) {
-                    if (inner != field) {
+                    if (inner != open[--depth]) {
                         throw new IllegalArgumentException("unmatched end group");
                     }
-                    return;
+                } else if (wire == 3) {
+                    if (depth == MAX_DEPTH) {
+                        throw new IllegalArgumentException("groups nested deeper than " + MAX_DEPTH);
+                    }
+                    open[depth++] = inner;
+                } else {
+                    skip(inner, wire);
                 }
-                skip(inner, wire);
             }
         }
 
