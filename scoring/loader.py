@@ -93,8 +93,9 @@ def refuse_unsafe(d: pb.ModelDescriptor, found: list[UnsafeOp]) -> None:
         raise ModelLoadError(
             f"model {d.name} v{d.version} was refused before loading: it uses "
             f"{'; '.join(f.describe() for f in found[:3])}"
-            f"{f' and {len(found) - 3} more' if len(found) > 3 else ''}, which can reach the file system or "
-            f"start processes. To run it anyway: --allow-model-ops {d.data_type}={'+'.join(ops)}")
+            f"{f' and {len(found) - 3} more' if len(found) > 3 else ''}. A model's graph is code that runs "
+            f"with the TaskManager's rights; if you trust it, run it anyway with "
+            f"--allow-model-ops {d.data_type}={'+'.join(ops)}")
 
 
 def load_servable(descriptor: pb.ModelDescriptor, fetcher: ArtifactFetcher,

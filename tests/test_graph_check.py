@@ -1,4 +1,5 @@
-"""SavedModels that can reach the file system or start processes are refused before they load."""
+"""SavedModels are refused before they load unless every op they use is on the allow-list;
+the checkpoint ops only where the model's own saver alone reaches them."""
 
 from __future__ import annotations
 
@@ -108,3 +109,65 @@ def _pb_of(d: pb.ModelDescriptor, tmp_path) -> bytes:
 @pytest.mark.parametrize("sample", ["wine-tf", "spam-tf", "digits-tf", "wine-tf-fragile"])
 def test_the_sample_models_use_no_such_op_beyond_their_own_checkpoint(samples, sample):
     assert graph_check.unsafe_ops((samples[sample] / "saved_model" / "saved_model.pb").read_bytes()) == []
+
+
+def _with_nodes(saved_model_pb: bytes, function_prefix: str, nodes: list[tuple[str, dict]]) -> bytes:
+    """The SavedModel with `nodes` (op, attributes) added to its first function whose name starts
+    with `function_prefix`: how a hand-made graph would carry them (the check reads, never runs)."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    model = saved_model_pb2.SavedModel.FromString(saved_model_pb)
+    target = next(f for f in model.meta_graphs[0].graph_def.library.function
+                  if f.signature.name.startswith(function_prefix))
+    for i, (op, attrs) in enumerate(nodes):
+        node = target.node_def.add(name=f"added_{i}", op=op)
+        for key, func in attrs.items():
+            node.attr[key].func.name = func
+    return model.SerializeToString()
+
+
+def test_a_serving_function_that_calls_the_savers_function_is_refused(samples):
+    """SaveV2 writes wherever its prefix input says: allowed in the saver's own functions only."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    graph = (samples["wine-tf"] / "saved_model" / "saved_model.pb").read_bytes()
+    saver = next(f.signature.name for f in saved_model_pb2.SavedModel.FromString(graph).meta_graphs[0]
+                 .graph_def.library.function if f.signature.name.startswith("__inference__traced_save"))
+    assert graph_check.unsafe_ops(graph) == []
+    calling = _with_nodes(graph, "__inference_serve", [("StatefulPartitionedCall", {"f": saver})])
+    found = graph_check.unsafe_ops(calling)
+    assert {f.op for f in found} >= {"SaveV2", "MergeV2Checkpoints"}
+    assert all(f.where == f"function {saver}" and "more than the model's own saver" in f.detail for f in found)
+
+
+@pytest.mark.parametrize("op", ["DatasetToTFRecord", "RecordInput", "DecodeProtoV2", "GenerateVocabRemapping",
+                                "RpcServer", "RpcClient", "RpcCall", "DataServiceDataset", "RegisterDataset",
+                                "SomeOpAddedInTensorFlow3"])
+def test_an_op_not_known_to_be_safe_is_refused_naming_it_and_the_flag(samples, tmp_path, op):
+    graph = (samples["wine-tf"] / "saved_model" / "saved_model.pb").read_bytes()
+    found = graph_check.unsafe_ops(_with_nodes(graph, "__inference_serve", [(op, {})]))
+    assert [(f.op, f.detail) for f in found] == [(op, "not on the allow-list of ops known to be safe")]
+    assert graph_check.unsafe_ops(_with_nodes(graph, "__inference_serve", [(op, {})]), allowed=[op]) == []
+
+
+def test_a_model_that_decodes_protos_is_refused_until_allowed(tmp_path):
+    """tf.io.decode_proto's descriptor_source may name a file: DecodeProtoV2 is not on the list."""
+    import tensorflow as tf
+
+    @tf.function(input_signature=[{"x": tf.TensorSpec([None], tf.string, name="x")}])
+    def serve(inputs):
+        _, (values,) = tf.io.decode_proto(inputs["x"], "google.protobuf.DoubleValue", ["value"], [tf.float64])
+        return {"y": tf.reshape(values, [-1])}
+
+    d = saved_model(tmp_path, serve)
+    with pytest.raises(ModelLoadError, match="DecodeProtoV2 .*not on the allow-list.*--allow-model-ops sneaky=DecodeProtoV2"):
+        load(d, tmp_path)
+
+
+def test_the_allow_list_covers_what_keras_and_tf_module_models_use():
+    """Every common Keras layer kind and a tf.Module of tf.math, exported: no op outside ALLOWED_OPS."""
+    from samples.op_inventory import inventory
+
+    missing = {kind: sorted(ops - graph_check.ALLOWED_OPS) for kind, ops in inventory().items()}
+    assert {kind: ops for kind, ops in missing.items() if ops} == {}
+    assert len(missing) >= 15

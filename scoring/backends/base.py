@@ -42,7 +42,8 @@ class InputField:
 
 @dataclass(frozen=True)
 class UnsafeOp:
-    """An op in a model that can reach the file system or start a process, and where it is."""
+    """An op a model may not use (not known to be safe, or reaching the file system or a
+    process), where it is, and why."""
 
     op: str  # the name --allow-model-ops takes
     node: str
