@@ -32,7 +32,11 @@ INT64 = (-(1 << 63), (1 << 63) - 1)
 
 
 class JsonRecordError(ValueError):
-    """What is wrong with a JSON record, and where."""
+    """What is wrong with a JSON record, and where; with its id and data type when they were
+    readable, so that its dead letter names them."""
+
+    record_id: str = ""
+    data_type: str = ""
 
 
 RECORD_FORMATS = ("auto", "protobuf", "json")  # the job's --record-format
@@ -52,6 +56,14 @@ def decode_record(raw: bytes, record_format: str = "auto") -> tuple[pb.DataRecor
 
 def record_from_json(raw: bytes) -> pb.DataRecord:
     doc = _document(raw)
+    try:
+        return _record(doc)
+    except JsonRecordError as err:
+        err.record_id, err.data_type = (v if isinstance(v := doc.get(k), str) else "" for k in ("record_id", "data_type"))
+        raise
+
+
+def _record(doc: dict) -> pb.DataRecord:
     unknown = sorted(set(doc) - set(FIELDS))
     if unknown:
         raise JsonRecordError(f"unknown field(s) {unknown}: a JSON record has {list(FIELDS)}")

@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 import threading
+import urllib.parse
 from http import HTTPStatus
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -38,7 +39,9 @@ class ArtifactHandler(SimpleHTTPRequestHandler):
 
     def send_head(self):
         local = Path(self.translate_path(self.path))
-        if local.is_dir() or any(part.startswith(".") for part in Path(self.path).parts):
+        # The decoded path, as translate_path serves it: "/%2e..." is a hidden name too.
+        decoded = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path)
+        if local.is_dir() or any(part.startswith(".") for part in Path(decoded).parts):
             self.send_error(HTTPStatus.NOT_FOUND, "no such artifact")
             return None
         return super().send_head()

@@ -35,7 +35,8 @@ def read_record(raw: bytes, key: str, max_record_bytes: int, record_format: str 
     except DecodeError as err:
         raise UnreadableRecord(f"{len(raw)} bytes are not a DataRecord protobuf: {err}", raw) from err
     except JsonRecordError as err:
-        raise UnreadableRecord(f"bad JSON record: {err}", raw) from err
+        named = pb.DataRecord(record_id=err.record_id, data_type=err.data_type) if err.record_id else None
+        raise UnreadableRecord(f"bad JSON record: {err}", raw, named) from err
     except Exception as err:  # noqa: BLE001 - no record may stop the job: a reader's bug is a dead letter
         raise UnreadableRecord(f"{len(raw)} bytes could not be read ({type(err).__name__}: {err}); "
                                "please report this record", raw) from err

@@ -82,6 +82,23 @@ def test_bad_json_says_what_is_wrong_and_where(raw, reason):
     assert reason in str(err.value)
 
 
+@pytest.mark.parametrize("raw", [
+    b'{"record_id": "r-7", "data_type": "wine", "colour": "red"}',
+    b'{"record_id": "r-7", "data_type": "wine", "inputs": {"x": [[1, 2], [3]]}}',
+    b'{"data_type": "wine", "inputs": {"x": NaN}, "record_id": "r-7"}',
+])
+def test_a_json_record_refused_after_it_parsed_is_dead_lettered_under_its_id(raw):
+    from scoring.records import UnreadableRecord, read_record
+
+    with pytest.raises(UnreadableRecord) as refused:
+        read_record(raw, "wine", 1 << 20)
+    if b"NaN" in raw:  # refused while parsing: no id is known yet
+        assert refused.value.record is None
+    else:
+        letter = pb.DeadLetter.FromString(messages.dead_letter(raw, "parse", str(refused.value), refused.value.record))
+        assert (letter.record_id, letter.data_type, letter.original) == ("r-7", "wine", raw)
+
+
 def test_a_json_record_s_result_is_json_naming_the_model_version():
     record = make_record("r-9", "wine", {"x": 1.0}, 1234)
 

@@ -106,6 +106,16 @@ def test_fetch_refuses_a_mismatched_artifact(repo, store, samples, tmp_path, fie
     assert not list((tmp_path / "cache").rglob("model.pmml"))
 
 
+def test_the_store_serves_no_hidden_file_however_its_name_is_written(repo, store):
+    import requests
+
+    (repo.root / ".secret").write_text("not for fetching")
+    (repo.root / "wine").mkdir(exist_ok=True)
+    (repo.root / "wine" / ".hidden").write_text("nor this")
+    for path in ("/.secret", "/%2esecret", "/%2Esecret", "/wine/%2ehidden", "/wine/./%2ehidden?x=1"):
+        assert requests.get(store.base_url + path, timeout=5).status_code == 404, path
+
+
 def test_mismatched_bytes_are_never_visible_in_the_cache_and_the_error_does_not_describe_them(
         repo, store, samples, tmp_path, monkeypatch):
     """The download streams into a private temporary file; the cache's entry appears only

@@ -104,6 +104,22 @@ def test_corrupt_bytes_are_refused_with_the_runtime_s_reason(tmp_path):
         load(path)
 
 
+def test_a_model_with_external_data_is_refused_before_the_runtime_reads_any_file(samples, tmp_path):
+    """ONNX Runtime would read an external tensor from wherever its location points, outside
+    the one file the descriptor's SHA-256 covers."""
+    weights = onnx.numpy_helper.from_array(np.array([[0.5], [-1.0], [2.0]], dtype=np.float32), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "external",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 1])], [weights])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(model, str(tmp_path / "model.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
+              location="weights.bin", size_threshold=0)
+    assert (tmp_path / "weights.bin").exists()
+    with pytest.raises(ModelLoadError, match="keeps .* tensor.* as external data .*'weights.bin'.*self-contained"):
+        backend_for(pb.ONNX).unsafe_ops(tmp_path / "model.onnx", frozenset({"ExternalData"}))
+    assert backend_for(pb.ONNX).unsafe_ops(samples["wine-onnx"] / "model.onnx", frozenset()) == []
+
+
 def test_a_session_runs_on_one_thread_unless_told(monkeypatch):
     assert onnx_backend.session_options().intra_op_num_threads == 1
     monkeypatch.setenv("SCORING_ONNX_THREADS", "2")

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from scoring.backends.base import InputField, Kind, LoadedModel, ModelBackend, Outputs
+from scoring.backends.base import InputField, Kind, LoadedModel, ModelBackend, Outputs, UnsafeOp
 from scoring.errors import ModelLoadError
 from scoring.verification import Verification, from_json, with_tensors
 
@@ -137,6 +137,27 @@ def _row_outputs(name: str, item: Any) -> Outputs:
 
 
 class OnnxBackend(ModelBackend):
+    def unsafe_ops(self, artifact: Path, allowed: frozenset[str]) -> list[UnsafeOp]:
+        """None: ONNX Runtime runs only its own kernels. But a tensor stored as external data
+        would be read from a file the descriptor's bytes do not cover (and the location could
+        be any path): such a model is refused, not admitted by a flag."""
+        import onnx
+        from onnx.external_data_helper import _get_all_tensors, uses_external_data
+
+        where = f"ONNX model {artifact.name}"
+        try:
+            model = onnx.load(str(artifact), load_external_data=False)
+        except Exception as err:  # noqa: BLE001 - onnx raises DecodeError, ValueError...
+            raise ModelLoadError(f"{where} cannot be read as an ONNX model: {err}") from err
+        external = [t for t in _get_all_tensors(model) if uses_external_data(t)]
+        if external:
+            location = next((e.value for e in external[0].external_data if e.key == "location"), "?")
+            raise ModelLoadError(
+                f"{where} keeps {len(external)} tensor(s) as external data (the first, "
+                f"'{external[0].name}', in the file {location!r}): the artifact must be one self-contained "
+                ".onnx file. Save it with onnx.save(model, path, save_as_external_data=False)")
+        return []
+
     def load(self, artifact: Path, signature_name: str = "") -> LoadedModel:
         import onnxruntime as ort
 
