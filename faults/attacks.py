@@ -84,7 +84,7 @@ def replayed_signature(world: World, scratch: Path):
     d = _unsigned(world, _stored(world, _pmml(world)))
     d.signature, d.signing_key_id = serving.signature, serving.signing_key_id
     _send(world, d)
-    return [refused(Event.REJECTED, d, "replayed from another model")], []
+    return [refused(Event.REJECTED, d, "the signature was replayed from another one")], []
 
 
 def old_rollback_replayed(world: World, scratch: Path):

@@ -221,8 +221,9 @@ class ArtifactFetcher:
                     time.sleep(pause)
                 else:
                     break
-        raise FetchError(f"downloading {url} failed after {attempt} attempt(s) (at most "
-                         f"{self.policy.attempts} within {self.policy.deadline_s:.0f}s); last: {last_error}")
+        cut_short = "" if attempt == self.policy.attempts else (
+            f" (no time for more within the fetch's {self.policy.deadline_s:.0f}s deadline)")
+        raise FetchError(f"downloading {url} failed {attempt} times{cut_short}; last: {last_error}")
 
     def _download_once(self, url: str, write: Callable) -> None:
         try:

@@ -49,7 +49,10 @@ def swap_everywhere(setup: ScoringSetup, rows: list[dict], model: str, timeout_s
     sent: list[str] = []
     deadline = time.monotonic() + timeout_s
     while {e.data_type for e in events(setup, Event.AVAILABLE, 2)} != set(SCALE_DATA_TYPES):
-        assert time.monotonic() < deadline, f"not every data type swapped in {timeout_s}s"
+        assert time.monotonic() < deadline, (
+            f"not every data type swapped in {timeout_s}s: "
+            f"{sorted(set(SCALE_DATA_TYPES) - {e.data_type for e in events(setup, Event.AVAILABLE, 2)})} "
+            f"did not; their v2 events: {[describe(e) for e in setup.events(timeout_s=3) if e.model_version == 2]}")
         sent += send_each(setup, rows, 1, f"nudge-{len(sent)}")
     return sent
 

@@ -359,7 +359,7 @@ def test_a_store_that_is_down_fails_after_bounded_retries(tmp_path):
     fetcher = ArtifactFetcher(tmp_path / "cache", FetchPolicy.parse([base + "/"], backoff_s=0.01))
     d = pb.ModelDescriptor(name="m", data_type="t", model_type=pb.PMML, version=1,
                            location=base + "/m/1/model.pmml", sha256="0" * 64, size_bytes=10)
-    with pytest.raises(FetchError, match="failed after 3 attempt"):
+    with pytest.raises(FetchError, match="failed 3 times; last"):
         fetcher.fetch(d)
 
 
