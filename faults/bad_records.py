@@ -20,7 +20,7 @@ from google.protobuf.message import DecodeError
 from contract import scoring_pb2 as pb
 from contract.json_records import record_as_json
 from contract.values import make_record
-from faults.outputs import DEAD, SCORE, Sent, digest, raw
+from faults.outputs import DEAD, SCORE, Sent, raw
 
 Row = dict[str, float]
 
@@ -320,10 +320,10 @@ def fuzz(rows: list[Row], data_type: str, prefix: str, n_bad: int, n_good: int,
         else:
             good = record(f"{prefix}-base-{i}", data_type, row).SerializeToString()
             value = rng.choice(BY_BYTES)(rng, good)
-            item = Sent(digest(value), DEAD, by_bytes=True)
-        if value in seen or scorable(value, data_type, fields, max_record_bytes):
-            continue  # a mutation that left a good record, or bytes sent already
-        seen.add(value)
+            item = raw([value], max_record_bytes)[0]  # a deep nesting can be over the size limit
+        if item.key in seen or scorable(value, data_type, fields, max_record_bytes):
+            continue  # a mutation that left a good record, or one whose dead letter we could not tell apart
+        seen.add(item.key)
         out.payloads.append(value)
         out.bad.append(item)
     rng.shuffle(out.payloads)

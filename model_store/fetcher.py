@@ -244,7 +244,7 @@ class ArtifactFetcher:
         try:
             size = object_store.size_of(url)
             if size != expected_size:
-                raise FetchError(f"{url} is not of the size the descriptor says ({expected_size} bytes). "
+                raise FetchError(f"{url} is {size} bytes; the descriptor says {expected_size}. "
                                  "Refused: republish the model.")
             write(object_store.chunks(url))
         except (FileNotFoundError, PermissionError) as err:
