@@ -46,11 +46,14 @@ from scoring.lifecycle import (
     Abandoned,
     GatePassed,
     GaveUp,
+    HoldLimits,
     KeyModels,
     RolloutStarted,
     Swapped,
     TakenUp,
+    hold_refusal,
     label,
+    next_poll_ms,
     review_watch,
     scores_at_once,
     settle,
@@ -60,7 +63,7 @@ from scoring.lifecycle import (
 from scoring.loader import DescriptorError, Servable, check_signed, load_servable, parse_descriptor
 from scoring.manager import READY, ModelManager
 from scoring.options import ScoringOptions
-from scoring.policy import accept
+from scoring.policy import accept, over_capacity
 from scoring.records import UnreadableRecord, read_record
 from scoring.rollout import from_json, takes_part, to_json
 from scoring.stats import ModelStats, OperatorTotals
@@ -157,6 +160,7 @@ class KeyState(KeyModels):
     operator counts for it."""
 
     held: int = 0  # records in the key's buffer (a ListState): counted here, not in state
+    unserved: int = 0  # of them, those held while no model served (in ScoreRecords.held_total)
     # The buffer's records as parsed on arrival, while this process has seen all of them
     # (not the ones held while no model was ready, nor those restored with the key).
     batch: list[Arrived] = field(default_factory=list)
@@ -165,6 +169,8 @@ class KeyState(KeyModels):
     unreported: bool = False  # scored since the last STATS event
     stats_timer_ms: int = 0  # when the timer that reports them fires
     poll_timer_ms: int = 0  # when the timer that looks for a model for the held records fires
+    poll_delay_ms: int = 0  # how long it waited last: doubles while no model comes
+    unpublished_since_s: float = 0.0  # time.monotonic() of the first record held with no descriptor
 
 
 class ScoreRecords(KeyedBroadcastProcessFunction):
@@ -195,6 +201,8 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
         self.manager = ModelManager(load, o.model_cache_size, o.load_retry_s)
         self.accepted: dict[str, pb.ModelDescriptor] | None = None  # mirror of broadcast state
         self.keys: dict[str, KeyState] = {}
+        self.limits = HoldLimits(o.max_held_records, o.max_held_total, o.hold_unpublished_ms)
+        self.held_total = 0  # records this subtask holds for keys no model serves
         self.stats: dict[tuple[str, int], ModelStats] = {}
         # Operator-wide metrics only: per-version numbers go out in STATS/UNLOADED model events.
         # Flink metrics cannot be unregistered, and Beam reports every one at every bundle end
@@ -211,7 +219,9 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
         descriptor = pb.ModelDescriptor.FromString(value)
         self._mirror(ctx)
         yield from self._collect_loads()
-        reason = accept(self.accepted.get(descriptor.data_type), descriptor, self.sequenced)
+        reason = (accept(self.accepted.get(descriptor.data_type), descriptor, self.sequenced)
+                  or over_capacity(self.accepted, descriptor, self.options.max_data_types,
+                                   self.options.max_inline_total_bytes))
         if reason:
             yield from self._report(Event.REJECTED, descriptor, reason=reason)
             return
@@ -263,11 +273,16 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
         self._mirror(ctx)
         if self.manager.loading:
             yield from self._collect_loads()
+        if data_type not in self.keys and data_type not in self.accepted:
+            refusal = self._hold_refusal(data_type, None)
+            if refusal:  # no state, no timer for it
+                yield DEAD_LETTERS + messages.dead_letter(raw, "no-model", refusal, record)
+                return
         km = self._key_models(data_type)
         yield from self._advance(data_type, km)
         servable = self._servable(km)
         if servable is None:
-            yield from self._hold(arrived, km, ctx)
+            yield from self._hold(arrived, data_type, km, ctx)
             return
         if self._sparse(km):
             yield from self._score(servable, data_type, km, [arrived])
@@ -297,27 +312,26 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
         if km.held:
             servable = self._servable(km)
             if servable is not None:
+                km.poll_delay_ms = 0
                 yield from self._flush(servable, data_type, km)
+            elif self._waited_out(data_type, km):
+                yield from self._release_unpublished(data_type, km)
             else:
                 self._poll_again(ctx, km)
         yield from self._report_stats(data_type, km, ctx, now=max(messages.now_ms(), timestamp))
 
-    def _hold(self, arrived: Arrived, km: KeyState, ctx):
+    def _hold(self, arrived: Arrived, data_type: str, km: KeyState, ctx):
         """No model is ready for this key: keep the record (bounded) or dead-letter it. Held
         records are not kept parsed in memory: there may be many."""
         raw, record, _ = arrived
         unservable = self._unservable(km) if self.options.no_model_policy == "dead-letter" else ""
-        if unservable:
-            yield DEAD_LETTERS + messages.dead_letter(raw, "no-model", unservable, record)
-            return
-        if km.held >= self.options.max_held_records:
-            yield DEAD_LETTERS + messages.dead_letter(
-                raw, "no-model",
-                f"no model is ready for this data type and {km.held} records are already held "
-                "(--max-held-records)", record)
+        refusal = unservable or self._hold_refusal(data_type, km)
+        if refusal:
+            yield DEAD_LETTERS + messages.dead_letter(raw, "no-model", refusal, record)
             return
         self.buffer.add(raw)
         km.held += 1
+        self._unserved(km, 1)
         # Not only on the first held record: records restored with the key (a restore, a
         # rescale) need a timer of this process too, should the restored ones not come.
         if km.poll_timer_ms < ctx.timer_service().current_processing_time():
@@ -328,8 +342,41 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
         status = self.manager.get(only, urgent=True) if only is not None else None
         return unservable_reason(km, status, self.manager.retry_after_s)
 
+    def _hold_refusal(self, data_type: str, km: KeyState | None) -> str:
+        return hold_refusal(km.held if km else 0, data_type in self.accepted, self.held_total,
+                            self._waited_ms(data_type, km), self.limits)
+
+    def _waited_ms(self, data_type: str, km: KeyState | None) -> float:
+        """How long the key's records have waited for a descriptor of their data type (0 once it has one)."""
+        if km is None or data_type in self.accepted:
+            return 0.0
+        if not km.unpublished_since_s:
+            km.unpublished_since_s = time.monotonic()
+        return (time.monotonic() - km.unpublished_since_s) * 1000
+
+    def _waited_out(self, data_type: str, km: KeyState) -> bool:
+        return data_type not in self.accepted and self._waited_ms(data_type, km) >= self.limits.unpublished_ms
+
+    def _release_unpublished(self, data_type: str, km: KeyState):
+        """The records of a data type that got no descriptor while they waited: dead-lettered,
+        and the key's buffer and mirror freed."""
+        reason = self._hold_refusal(data_type, km)
+        for raw in self.buffer.get() or ():
+            record, _ = decode_record(raw, self.options.record_format)
+            yield DEAD_LETTERS + messages.dead_letter(raw, "no-model", reason, record)
+        self.buffer.clear()
+        self._unserved(km, -km.unserved)
+        km.held, km.batch = 0, []
+        del self.keys[data_type]
+
+    def _unserved(self, km: KeyState, change: int) -> None:
+        km.unserved += change
+        self.held_total += change
+
     def _poll_again(self, ctx, km: KeyState) -> None:
-        km.poll_timer_ms = ctx.timer_service().current_processing_time() + self.options.load_poll_ms
+        o = self.options
+        km.poll_delay_ms = next_poll_ms(km.poll_delay_ms, o.load_poll_ms, o.max_load_poll_ms)
+        km.poll_timer_ms = ctx.timer_service().current_processing_time() + km.poll_delay_ms
         ctx.timer_service().register_processing_time_timer(km.poll_timer_ms)
 
     # ---- the lifecycle of one key's models ---------------------------------------------
@@ -347,6 +394,8 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
                 held=sum(1 for _ in self.buffer.get() or ()),  # restored from a checkpoint
             )
             self.keys[data_type] = km
+            if km.current is None:
+                self._unserved(km, km.held)
         return km
 
     def _save(self, km: KeyState) -> None:
@@ -453,6 +502,7 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
         else:  # some were held or restored: the buffer has them all (read_record passed them)
             batch = [(raw, *decode_record(raw, self.options.record_format)) for raw in self.buffer.get()]
         self.buffer.clear()
+        self._unserved(km, -km.unserved)
         km.held, km.batch = 0, []
         yield from self._score(servable, data_type, km, batch)
 

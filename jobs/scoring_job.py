@@ -84,7 +84,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     flag("--max-artifact-bytes", type=int, default=defaults.max_artifact_bytes)
     flag("--no-model-policy", choices=["hold", "dead-letter"], default=defaults.no_model_policy,
          help="records of a data type with no model yet: hold them until one is ready, or dead-letter them")
-    flag("--max-held-records", type=int, default=defaults.max_held_records)
+    flag("--max-held-records", type=int, default=defaults.max_held_records,
+         help="records held per data type while no model serves it")
+    flag("--max-held-total", type=int, default=defaults.max_held_total,
+         help="records held per subtask, of all data types no model serves yet; more are dead-lettered")
+    flag("--hold-unpublished-ms", type=int, default=defaults.hold_unpublished_ms,
+         help="records of a data type with no accepted descriptor wait this long for one (it may be "
+              "on its way), then are dead-lettered")
+    flag("--max-data-types", type=int, default=defaults.max_data_types,
+         help="data types the job takes descriptors for; more are REJECTED")
+    flag("--max-inline-total-bytes", type=int, default=defaults.max_inline_total_bytes,
+         help="inline artifact bytes of all kept descriptors (every subtask keeps them all)")
     flag("--load-retry-s", type=float, default=defaults.load_retry_s,
          help="a model that failed to load is tried again after this long while a data type still needs it")
     flag("--max-record-bytes", type=int, default=defaults.max_record_bytes)
@@ -144,6 +154,10 @@ def options_from(args: argparse.Namespace) -> ScoringOptions:
         max_artifact_bytes=args.max_artifact_bytes,
         no_model_policy=args.no_model_policy,
         max_held_records=args.max_held_records,
+        max_held_total=args.max_held_total,
+        hold_unpublished_ms=args.hold_unpublished_ms,
+        max_data_types=args.max_data_types,
+        max_inline_total_bytes=args.max_inline_total_bytes,
         load_retry_s=args.load_retry_s,
         stats_interval_ms=args.stats_interval_ms,
         max_record_bytes=args.max_record_bytes,

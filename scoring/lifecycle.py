@@ -225,6 +225,38 @@ def unservable_reason(km: KeyModels, next_status: LoadStatus | None, retry_after
     return ""
 
 
+@dataclass(frozen=True)
+class HoldLimits:
+    """How much the job keeps of records that no model can score yet (--max-held-records,
+    --max-held-total, --hold-unpublished-ms): whoever writes the data topic decides the data
+    types, and state must not grow with them."""
+
+    per_key: int
+    total: int
+    unpublished_ms: int  # records of a data type with no descriptor: held this long at most
+
+
+def hold_refusal(held: int, published: bool, held_total: int, waited_ms: float, limits: HoldLimits) -> str:
+    """Why a record that no model can score now is not held ("" when it is). A data type with
+    no accepted descriptor is held only briefly (`waited_ms`: since its first held record), for
+    a descriptor published just before its records may arrive just after them; and caps."""
+    if not published and waited_ms >= limits.unpublished_ms:
+        return (f"no model has been published for this data type (its records waited "
+                f"{limits.unpublished_ms / 1000:g}s for one, --hold-unpublished-ms). Publish a model "
+                "for it, then send its records again")
+    if held >= limits.per_key:
+        return f"no model is ready for this data type and {held} records are already held (--max-held-records)"
+    if held_total >= limits.total:
+        return (f"no model is ready for this data type and this subtask already holds {held_total} records "
+                "of data types without one (--max-held-total)")
+    return ""
+
+
+def next_poll_ms(previous_ms: int, first_ms: int, max_ms: int) -> int:
+    """The wait before looking again for a model for held records: doubles while none comes."""
+    return first_ms if previous_ms <= 0 else min(previous_ms * 2, max_ms)
+
+
 def scores_at_once(held: int, last_record_s: float, now_s: float, batch_wait_s: float) -> bool:
     """A record after a quiet spell longer than the batch wait is scored at once: waiting would
     add latency without filling a batch (many sparse data types)."""

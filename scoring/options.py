@@ -14,8 +14,13 @@ class ScoringOptions:
     model_cache_size: int = 256
     max_artifact_bytes: int = 512 * 1024 * 1024
     no_model_policy: str = "hold"  # or "dead-letter"
-    max_held_records: int = 10_000
-    load_poll_ms: int = 100
+    max_held_records: int = 10_000  # per data type
+    max_held_total: int = 100_000  # per subtask, of all data types that no model serves yet
+    hold_unpublished_ms: int = 60_000  # records of a data type with no descriptor wait this long for one
+    max_data_types: int = 10_000  # descriptors kept in broadcast state (every subtask keeps all)
+    max_inline_total_bytes: int = 256 * 1024 * 1024  # inline artifacts in broadcast state, in all
+    load_poll_ms: int = 100  # first wait before looking again for a model for held records
+    max_load_poll_ms: int = 2_000  # the wait doubles up to this while none comes
     load_retry_s: float = 30.0  # a failed load is tried again after this long, if still wanted
     stats_interval_ms: int = 10_000
     max_record_bytes: int = 4 * 1024 * 1024

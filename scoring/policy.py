@@ -3,6 +3,8 @@ promotion of the version in rollout."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from contract import scoring_pb2 as pb
 
 DescriptorId = tuple[str, int, int, int]
@@ -39,6 +41,22 @@ def accept(current: pb.ModelDescriptor | None, new: pb.ModelDescriptor, sequence
             f"{new.name} v{new.version} is not newer than v{current.version} already accepted "
             f"for '{new.data_type}'; to go back to it, publish it with action ROLLBACK"
         )
+    return None
+
+
+def over_capacity(accepted: Mapping[str, pb.ModelDescriptor], new: pb.ModelDescriptor, max_data_types: int,
+                  max_inline_bytes: int) -> str | None:
+    """Why taking `new` would grow the broadcast state past its bounds (every subtask keeps all
+    of it), or None: at most `max_data_types` data types, and inline artifacts of at most
+    `max_inline_bytes` in all."""
+    if new.data_type not in accepted and len(accepted) >= max_data_types:
+        return (f"the job already serves {len(accepted)} data types, its limit (--max-data-types): "
+                f"'{new.data_type}' is not taken")
+    inline = sum(len(d.inline_bytes) for k, d in accepted.items() if k != new.data_type) + len(new.inline_bytes)
+    if inline > max_inline_bytes:
+        return (f"its {len(new.inline_bytes)} inline bytes would bring the descriptors the job keeps to "
+                f"{inline} inline bytes, over --max-inline-total-bytes {max_inline_bytes}: publish it "
+                "by location (model-store publish --inline-max-bytes 0)")
     return None
 
 

@@ -122,7 +122,8 @@ def scoring(kafka, store, tmp_path_factory):
     """One running job shared by the tests of a module; each test has its data types."""
     repo, server = store
     setup = ScoringSetup(kafka.bootstrap_servers, repo, server.base_url, tmp_path_factory.mktemp("job"))
-    with RunningJob(setup.job_args(), setup.workdir / "job.log") as job:
+    # Records of a data type nobody published wait 5 s for a descriptor (60 s by default).
+    with RunningJob(setup.job_args(hold_unpublished_ms=5000), setup.workdir / "job.log") as job:
         setup.job = job
         yield setup
         job.assert_running()

@@ -70,10 +70,10 @@ def scored_once(setup: ScoringSetup, ids: list[str]) -> dict[str, pb.ScoringResu
 
 
 def test_rescaled_1_4_2_every_subtask_swaps_nothing_lost_or_twice(kafka, store, samples, tmp_path, two_taskmanagers):
-    """At p=1, v1 serves 16 data types and a 17th holds its records (no model yet); stop with
-    a savepoint, on at p=4 over two TaskManagers: v1 serves without a republish, the held
-    records are scored once their model comes, and a v2 of every data type swaps on every
-    subtask; stop again, on at p=2: v2 serves. Prometheus counts what was scored."""
+    """At p=1, v1 serves 16 data types and a 17th holds its records (its v1 does not load);
+    stop with a savepoint, on at p=4 over two TaskManagers: v1 serves without a republish, the
+    held records are scored once a model of theirs loads (v2), and a v2 of every data type swaps
+    on every subtask; stop again, on at p=2: v2 serves. Prometheus counts what was scored."""
     repo, server = store
     topics = unique_topics(*ROLES)
     create_topics(kafka.bootstrap_servers, [topics["data"]], partitions=PARALLELISM)
@@ -88,6 +88,9 @@ def test_rescaled_1_4_2_every_subtask_swaps_nothing_lost_or_twice(kafka, store, 
     try:
         for dt in SCALE_DATA_TYPES:
             setup.publish(f"model-{dt}", dt, "pmml", model)
+        # Records are held only for a data type with a descriptor: this one's model does not load.
+        (tmp_path / "broken.pmml").write_text("<PMML>not a model</PMML>")
+        setup.publish("model-scale-held", "scale-held", "pmml", tmp_path / "broken.pmml")
         sent = send_each(setup, rows, 10, "p1")
         held = setup.send_records("scale-held", rows[:10], prefix="held")
         scored_once(setup, sent)
@@ -95,10 +98,11 @@ def test_rescaled_1_4_2_every_subtask_swaps_nothing_lost_or_twice(kafka, store, 
         job_id, _ = flink_cluster.rescale(job_id, PARALLELISM, args, savepoints)
         sent += send_each(setup, rows, 10, "p4")
         setup.publish("model-scale-held", "scale-held", "pmml", model)
-        sent += setup.send_records("scale-held", rows[:1], prefix="held-nudge")
-        scored = scored_once(setup, sent + held)
-        assert {(scored[i].model_name, scored[i].model_version) for i in held} == {("model-scale-held", 1)}
-        assert {r.model_version for r in scored.values()} == {1}, "v1 serves after the rescale, unpublished"
+        nudge = setup.send_records("scale-held", rows[:1], prefix="held-nudge")
+        scored = scored_once(setup, sent + held + nudge)
+        assert {(scored[i].model_name, scored[i].model_version) for i in held + nudge} == {("model-scale-held", 2)}
+        assert {scored[i].model_version for i in sent} == {1}, "v1 serves after the rescale, unpublished"
+        sent += nudge
         # The subtask that owns a data type reports its STATS; the last ones are the p=4 job's.
         owners = {e.data_type: e.subtask for e in events(setup, Event.STATS, 1)}
         assert set(owners.values()) == set(range(PARALLELISM)), f"data types per subtask: {owners}"

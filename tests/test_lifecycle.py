@@ -12,8 +12,11 @@ from model_store.status import fold
 from scoring.errors import ModelLoadError
 from scoring.lifecycle import (
     GaveUp,
+    HoldLimits,
     KeyModels,
     TakenUp,
+    hold_refusal,
+    next_poll_ms,
     scores_at_once,
     settle,
     take_up,
@@ -21,7 +24,7 @@ from scoring.lifecycle import (
 )
 from scoring.loader import DescriptorError, Servable, parse_descriptor
 from scoring.manager import ERROR, LOADING, READY, LoadStatus, ModelManager
-from scoring.policy import accept
+from scoring.policy import accept, over_capacity
 from scoring.stats import ModelStats, OperatorTotals
 
 ROLLBACK = pb.ModelDescriptor.ROLLBACK
@@ -62,6 +65,33 @@ def test_with_trusted_keys_a_descriptor_must_carry_a_sequence_above_the_last_acc
         assert "not above 20" in reason and "replayed or out-of-date" in reason, reason
     # Without trusted keys the sequence decides nothing (descriptors may carry none).
     assert accept(sequenced(2, 20), sequenced(1, 19, ROLLBACK)) is None
+
+
+def test_records_no_model_serves_are_held_within_bounds_only():
+    limits = HoldLimits(per_key=10, total=100, unpublished_ms=5_000)
+    assert hold_refusal(held=3, published=False, held_total=50, waited_ms=4_999, limits=limits) == ""
+    assert "no model has been published" in hold_refusal(3, False, 50, 5_000, limits)
+    assert hold_refusal(3, True, 50, 0, limits) == ""  # a descriptor came: no clock
+    assert "10 records are already held (--max-held-records)" in hold_refusal(10, True, 50, 0, limits)
+    assert "holds 100 records" in hold_refusal(0, False, 100, 0, limits)
+    waits = [next_poll_ms(0, 100, 2_000)]
+    while len(waits) < 7:
+        waits.append(next_poll_ms(waits[-1], 100, 2_000))
+    assert waits == [100, 200, 400, 800, 1_600, 2_000, 2_000]
+
+
+def test_broadcast_state_is_bounded_in_data_types_and_inline_bytes():
+    accepted = {f"t{i}": desc(1) for i in range(3)}
+    inline = pb.ModelDescriptor(name="m", data_type="t0", version=2, inline_bytes=b"x" * 60)
+    known = pb.ModelDescriptor(name="m", data_type="t2", version=2, location="http://x/")
+    assert over_capacity(accepted, known, max_data_types=3, max_inline_bytes=100) is None
+    new_type = pb.ModelDescriptor(name="m", data_type="t9", version=1, location="http://x/")
+    assert "already serves 3 data types" in over_capacity(accepted, new_type, 3, 100)
+    assert over_capacity(accepted, inline, 3, 100) is None
+    accepted["t1"] = pb.ModelDescriptor(name="m", data_type="t1", version=1, inline_bytes=b"y" * 50)
+    assert "over --max-inline-total-bytes 100" in over_capacity(accepted, inline, 3, 100)
+    accepted["t0"] = inline  # replacing its own inline bytes does not count them twice
+    assert over_capacity(accepted, inline, 3, 110) is None
 
 
 def test_descriptors_are_checked_when_parsed():

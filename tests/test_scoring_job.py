@@ -176,6 +176,32 @@ def test_bad_records_are_dead_lettered_while_good_ones_flow(scoring, samples):
     assert all(d.reason for d in unparsed)
 
 
+def test_records_of_a_data_type_nobody_publishes_wait_briefly_then_are_dead_lettered(scoring, samples):
+    """Whoever writes the data topic picks the data types: records of one with no descriptor
+    wait --hold-unpublished-ms (5 s here) for it, then go to the dead letters with the reason
+    and leave no state. Records whose model is published while they wait are scored."""
+    rows = load_samples(samples["wine-pmml"])["inputs"]
+    orphans = scoring.send_records("orphan", rows[:5], prefix="orphan")
+    early = scoring.send_records("early", rows[:5], prefix="early")
+    scoring.publish("early-wine", "early", "pmml", samples["wine-pmml"] / "model.pmml")
+    scored = results_including(scoring, "early", early)
+    assert sorted(r.record_id for r in scored) == sorted(early)
+    letters = dead_letters_including(scoring, orphans)
+    assert set(letters) == set(orphans)
+    assert all(d.stage == "no-model" and "no model has been published" in d.reason
+               and "waited 5s" in d.reason for d in letters.values())
+    late = scoring.send_records("orphan", rows[:1], prefix="orphan-late")  # its key was freed: waits anew
+    assert set(dead_letters_including(scoring, late)) == set(late)
+
+
+def dead_letters_including(setup: ScoringSetup, ids: list[str], timeout_s: float = 60) -> dict[str, pb.DeadLetter]:
+    deadline = time.monotonic() + timeout_s
+    letters: dict[str, pb.DeadLetter] = {}
+    while set(letters) < set(ids) and time.monotonic() < deadline:
+        letters = {d.record_id: d for d in setup.dead_letters(timeout_s=3) if d.record_id in ids}
+    return letters
+
+
 def test_json_records_get_json_results_beside_protobuf_ones(scoring, samples):
     """JSON records written by another client (librdkafka) with plain json.dumps, protobuf
     records and broken JSON, on one topic for one data type: each JSON record's result is
