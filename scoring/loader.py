@@ -89,13 +89,14 @@ def check_signed(d: pb.ModelDescriptor, trust: signing.Trust | None) -> None:
 
 def refuse_unsafe(d: pb.ModelDescriptor, found: list[UnsafeOp]) -> None:
     if found:
-        ops = sorted({f.op for f in found})
+        ops = sorted({f.op for f in found if f.admissible})
+        remedy = (f"; if you trust it, run it anyway with --allow-model-ops {d.data_type}={'+'.join(ops)}"
+                  if ops else "")
         raise ModelLoadError(
             f"model {d.name} v{d.version} was refused before loading: it uses "
             f"{'; '.join(f.describe() for f in found[:3])}"
             f"{f' and {len(found) - 3} more' if len(found) > 3 else ''}. A model's graph is code that runs "
-            f"with the TaskManager's rights; if you trust it, run it anyway with "
-            f"--allow-model-ops {d.data_type}={'+'.join(ops)}")
+            f"with the TaskManager's rights{remedy}")
 
 
 def load_servable(descriptor: pb.ModelDescriptor, fetcher: ArtifactFetcher,

@@ -18,10 +18,10 @@ from scoring.loader import load_servable
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def saved_model(tmp_path, serve, name: str = "model") -> pb.ModelDescriptor:
+def saved_model(tmp_path, serve, name: str = "model", holder=None) -> pb.ModelDescriptor:
     import tensorflow as tf
 
-    holder = tf.Module()
+    holder = holder or tf.Module()
     holder.serve = serve
     directory = tmp_path / name
     tf.saved_model.save(holder, str(directory), signatures={"serving_default": serve})
@@ -65,11 +65,44 @@ def test_a_model_that_reads_a_file_outside_itself_is_refused_before_any_of_its_c
     assert "--allow-model-ops sneaky=ReadFile+WriteFile" in reason
     assert loaded == [] and not marker.exists()
 
-    # Allowed for its data type, it loads, and does what the check said it would.
-    monkeypatch.undo()
-    servable = load(d, tmp_path, {"sneaky": frozenset({"ReadFile", "WriteFile"})})
-    out = servable.model.predict([{"x": 1.0}])[0]
-    assert out["y"] == 1 + len("the TaskManager's credentials") and marker.read_text() == secret.read_text()
+    # Allowing the ops for its data type does not admit reading a file the model does not carry.
+    with pytest.raises(ModelLoadError) as still:
+        load(d, tmp_path, {"sneaky": frozenset({"ReadFile", "WriteFile"})})
+    assert "ReadFile (node 'ReadFile'" in str(still.value) and graph_check.OUTSIDE_ASSETS in str(still.value)
+    assert "--allow-model-ops" not in str(still.value).split(graph_check.OUTSIDE_ASSETS)[1]
+    assert loaded == [] and not marker.exists()
+
+
+def asset_model(tmp_path, read) -> pb.ModelDescriptor:
+    """A model whose serving function reads a file through `read(asset)`: the asset is the
+    model's own vocabulary.txt."""
+    import tensorflow as tf
+
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    (tmp_path / "vocabulary.txt").write_text("alpha\nbeta\ngamma\n")
+    holder = tf.Module()
+    holder.vocabulary = tf.saved_model.Asset(str(tmp_path / "vocabulary.txt"))
+
+    @tf.function(input_signature=spec())
+    def serve(inputs):
+        return {"y": inputs["x"] + tf.cast(tf.strings.length(read(holder.vocabulary)), tf.float32)}
+
+    return saved_model(tmp_path, serve, "asset-model", holder)
+
+
+def test_an_allowed_file_op_reads_the_models_own_assets_and_no_path_made_from_them(tmp_path):
+    import tensorflow as tf
+
+    allowed = {"sneaky": frozenset({"ReadFile"})}
+    own = asset_model(tmp_path / "own", tf.io.read_file)
+    with pytest.raises(ModelLoadError, match="ReadFile .*reaches the file system.*--allow-model-ops sneaky=ReadFile"):
+        load(own, tmp_path / "own")
+    servable = load(own, tmp_path / "own", allowed)
+    assert servable.model.predict([{"x": 1.0}])[0]["y"] == 1 + len("alpha\nbeta\ngamma\n")
+
+    beside = asset_model(tmp_path / "beside", lambda a: tf.io.read_file(tf.strings.join([a, "/../../../etc/hostname"])))
+    with pytest.raises(ModelLoadError, match=graph_check.OUTSIDE_ASSETS[:40]):
+        load(beside, tmp_path / "beside", allowed)
 
 
 def test_ops_hidden_in_nested_functions_loops_and_python_are_found(tmp_path):
@@ -171,3 +204,33 @@ def test_the_allow_list_covers_what_keras_and_tf_module_models_use():
     missing = {kind: sorted(ops - graph_check.ALLOWED_OPS) for kind, ops in inventory().items()}
     assert {kind: ops for kind, ops in missing.items() if ops} == {}
     assert len(missing) >= 15
+
+
+def test_a_vocabulary_table_from_the_models_own_asset_is_admitted_with_its_op(tmp_path):
+    import tensorflow as tf
+
+    (tmp_path / "words.txt").write_text("alpha\nbeta\ngamma\n")
+    holder = tf.Module()
+    holder.table = tf.lookup.StaticHashTable(
+        tf.lookup.TextFileInitializer(str(tmp_path / "words.txt"), tf.string, tf.lookup.TextFileIndex.WHOLE_LINE,
+                                      tf.int64, tf.lookup.TextFileIndex.LINE_NUMBER), default_value=-1)
+
+    @tf.function(input_signature=[{"word": tf.TensorSpec([None], tf.string, name="word")}])
+    def serve(inputs):
+        return {"y": holder.table.lookup(inputs["word"])}
+
+    d = saved_model(tmp_path, serve, holder=holder)
+    ops = graph_check.ops_of(_saved_model_pb(d, tmp_path))
+    table_op = next(op for op in ops if op.startswith("InitializeTableFromTextFile"))
+    assert graph_check.unsafe_ops(_saved_model_pb(d, tmp_path), {table_op}) == []
+    with pytest.raises(ModelLoadError, match=f"{table_op} .*--allow-model-ops sneaky={table_op}"):
+        load(d, tmp_path)
+
+
+def _saved_model_pb(d: pb.ModelDescriptor, tmp_path) -> bytes:
+    import io
+    import tarfile
+
+    with tarfile.open(fileobj=io.BytesIO(d.inline_bytes)) as tar:
+        member = next(m for m in tar.getmembers() if m.name.endswith("saved_model.pb"))
+        return tar.extractfile(member).read()

@@ -49,6 +49,7 @@ class UnsafeOp:
     node: str
     where: str  # "the graph", or "function <name>"
     detail: str = ""
+    admissible: bool = True  # whether --allow-model-ops can admit it
 
     def describe(self) -> str:
         return f"{self.op} (node '{self.node}' in {self.where}{', ' + self.detail if self.detail else ''})"

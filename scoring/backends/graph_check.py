@@ -8,7 +8,8 @@ function in its library, nested calls included: each op must be on an allow-list
 of what Keras and tf.Module models are made of. The variables' own checkpoint ops (SaveV2,
 RestoreV2, ...) are allowed only in functions that the saver alone reaches: a serving function
 that calls the saver's functions could write anywhere. A job may allow named ops for a data
-type (`--allow-model-ops`).
+type (`--allow-model-ops`); a file-reading op so admitted may read only the model's own
+assets (saved_model_assets).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from scoring.backends.base import UnsafeOp
+from scoring.backends.saved_model_assets import GRAPH, PATH_INPUT, AssetPaths
 
 # TensorFlow ops that read or write files, run Python, or write debug/summary output to disk.
 FILE_AND_PROCESS_OPS = frozenset({
@@ -115,14 +117,23 @@ def unsafe_ops(saved_model_pb: bytes, allowed: Iterable[str] = ()) -> list[Unsaf
         graph = meta_graph.graph_def
         functions = {f.signature.name: f for f in graph.library.function}
         saver_only = _saver_functions(meta_graph, functions) - _served_functions(meta_graph, functions)
-        scopes = [("the graph", graph.node, False)] + [
-            (f"function {name}", f.node_def, name in saver_only) for name, f in functions.items()]
-        for where, nodes, only_the_saver in scopes:
+        assets = AssetPaths(meta_graph)
+        scopes = [(GRAPH, "the graph", graph.node, False)] + [
+            (name, f"function {name}", f.node_def, name in saver_only) for name, f in functions.items()]
+        for scope, where, nodes, only_the_saver in scopes:
             for n in nodes:
+                if n.op in PATH_INPUT and n.op in admitted - ALLOWED_OPS and not assets.reads_assets_only(scope, n):
+                    findings.append(UnsafeOp(n.op, n.name, where, OUTSIDE_ASSETS, admissible=False))
+                    continue
                 detail = _refusal(n, admitted, only_the_saver)
                 if detail is not None:
                     findings.append(UnsafeOp(n.op, n.name, where, detail))
     return findings
+
+
+OUTSIDE_ASSETS = ("it reads a path that is not one of the model's assets (a constant or a computed path "
+                  "could name any file): --allow-model-ops admits reading only the SavedModel's own assets/ "
+                  "files, so export the file with the model as a tf.saved_model.Asset")
 
 
 def _refusal(node, admitted: set[str], only_the_saver: bool) -> str | None:
