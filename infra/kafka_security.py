@@ -116,12 +116,27 @@ class BrokerSecurity:
             "security.protocol": "SASL_SSL", "sasl.mechanism": MECHANISM, "sasl.jaas.config": principal.jaas,
             "ssl.truststore.type": "PEM", "ssl.truststore.location": str(self.ca_pem)})
 
-    def write_client_properties(self, bootstrap: str, principal: Principal) -> Path:
-        """The principal's client properties file, as the job's --kafka-config and the CLI take it."""
+    def write_client_properties(self, bootstrap: str, principal: Principal, password_file: bool = False) -> Path:
+        """The principal's client properties file, as the job's --kafka-config and the CLI take it;
+        with `password_file`, its password is in a file of its own that Kafka's FileConfigProvider
+        reads where the client runs, and the properties name only the file."""
+        properties = dict(self.client(bootstrap, principal).properties)
+        if password_file:
+            secrets_path = self.folder / f"{principal.name}.secrets.properties"
+            _write_private(secrets_path, f"password={principal.password}\n")
+            properties.update({
+                "config.providers": "file",
+                "config.providers.file.class": "org.apache.kafka.common.config.provider.FileConfigProvider",
+                "sasl.jaas.config": principal.jaas.replace(principal.password, f"${{file:{secrets_path}:password}}"),
+            })
         path = self.folder / f"{principal.name}.properties"
-        path.write_text("".join(f"{k}={v}\n" for k, v in self.client(bootstrap, principal).properties.items()))
-        path.chmod(0o600)
+        _write_private(path, "".join(f"{k}={v}\n" for k, v in properties.items()))
         return path
+
+
+def _write_private(path: Path, text: str) -> None:
+    path.write_text(text)
+    path.chmod(0o600)
 
 
 def _allow(principal: Principal, kind: ResourceType, name: str, operations: Iterable[ACLOperation],

@@ -11,10 +11,21 @@ its certificates and keys are PEM files:
         username="scoring-job" password="...";
     ssl.truststore.type=PEM
     ssl.truststore.location=/etc/kafka/ca.pem
+
+Secrets need not be in it: Kafka's configuration providers fill `${provider:path:key}` in
+when a client starts, so the job's graph (and Flink's HA storage) carries the reference, and
+the TaskManagers read the secret from their own files or environment:
+
+    config.providers=file
+    config.providers.file.class=org.apache.kafka.common.config.provider.FileConfigProvider
+    sasl.jaas.config=... username="scoring-job" password="${file:/etc/kafka/secrets.properties:password}";
+
+The CLI resolves the three built-in providers (file, directory, environment) the same way.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -24,6 +35,10 @@ from typing import Any
 PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 PROPERTY = re.compile(r"([^=:\s]+)\s*[=:]\s*(.*)")
+# Kafka's ConfigTransformer pattern: ${provider:[path:]key}
+VARIABLE = re.compile(r"\$\{([^}]*?):(?:([^}]*?):)?([^}]*?)\}")
+BUILT_IN_PROVIDERS = {f"org.apache.kafka.common.config.provider.{name}ConfigProvider": name.lower()
+                      for name in ("File", "Directory", "EnvVar")}
 JAAS_FIELD = re.compile(r'(username|password)\s*=\s*"((?:[^"\\]|\\.)*)"')
 # Security settings the CLI honours; any other ssl.*, sasl.* or security.* key is refused
 # there rather than silently dropped (the job passes every key to the Java client).
@@ -82,6 +97,8 @@ class KafkaClientConfig:
 
     def python_kwargs(self) -> dict[str, Any]:
         """kafka-python's keyword arguments for these settings, `bootstrap_servers` included."""
+        if "config.providers" in self.properties:
+            return KafkaClientConfig(self.bootstrap, resolved(self.properties)).python_kwargs()
         p = self.properties
         unsupported = sorted(k for k in p if k.startswith(("ssl.", "sasl.", "security."))
                              and k not in PYTHON_SECURITY_KEYS)
@@ -128,6 +145,51 @@ class KafkaClientConfig:
                 f"ssl.{store}.type={kind}: the CLI reads PEM files only; convert the {store} to PEM "
                 f"(the Java client reads PEM too) and set ssl.{store}.type=PEM")
         return self.properties[f"ssl.{store}.location"]
+
+
+def resolved(props: Mapping[str, str]) -> dict[str, str]:
+    """`props` with every `${provider:path:key}` of a built-in provider filled in, as the Java
+    client would (its `allowed.paths` parameter honoured), and the provider settings dropped."""
+    providers = {}
+    for alias in filter(None, (a.strip() for a in props["config.providers"].split(","))):
+        kind = BUILT_IN_PROVIDERS.get(props.get(f"config.providers.{alias}.class", ""))
+        if kind is None:
+            raise KafkaConfigError(
+                f"config.providers.{alias}.class={props.get(f'config.providers.{alias}.class', '')!r}: the CLI "
+                f"resolves only Kafka's built-in providers ({', '.join(BUILT_IN_PROVIDERS)})")
+        allowed = props.get(f"config.providers.{alias}.param.allowed.paths", "")
+        providers[alias] = (kind, [Path(a.strip()).resolve() for a in allowed.split(",") if a.strip()])
+
+    def value_of(match: re.Match) -> str:
+        alias, path, key = match[1], match[2], match[3]
+        if alias not in providers:
+            return match[0]  # not a variable of a declared provider: the Java client leaves it too
+        kind, allowed = providers[alias]
+        return _provided(kind, allowed, path, key, match[0])
+
+    return {k: VARIABLE.sub(value_of, v) for k, v in props.items() if not k.startswith("config.providers")}
+
+
+def _provided(kind: str, allowed: list[Path], path: str | None, key: str, variable: str) -> str:
+    if kind == "envvar":
+        if key not in os.environ:
+            raise KafkaConfigError(f"{variable}: the environment has no {key}")
+        return os.environ[key]
+    if not path:
+        raise KafkaConfigError(f"{variable}: the {kind} provider takes ${{alias:path:key}}")
+    file = Path(path).resolve() / key if kind == "directory" else Path(path).resolve()
+    if allowed and not any(file.is_relative_to(a) for a in allowed):
+        raise KafkaConfigError(f"{variable}: {file} is outside the provider's allowed.paths")
+    try:
+        text = file.read_text()
+    except OSError as err:
+        raise KafkaConfigError(f"{variable} cannot be read: {err}") from err
+    if kind == "directory":
+        return text
+    values = read_properties(text, str(file))
+    if key not in values:
+        raise KafkaConfigError(f"{variable}: {file} has no key {key}")
+    return values[key]
 
 
 def client_config(kafka: str | KafkaClientConfig) -> KafkaClientConfig:

@@ -51,6 +51,32 @@ def test_a_java_client_properties_file_becomes_kafka_python_settings(tmp_path):
                                                                     "security_protocol": "PLAINTEXT"}
 
 
+def test_secrets_from_kafkas_config_providers_are_resolved_as_the_java_client_would(tmp_path, monkeypatch):
+    (tmp_path / "secrets.properties").write_text("password=from-a-file\n")
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "dir" / "user").write_text("from-a-directory")
+    monkeypatch.setenv("KAFKA_TEST_TRUSTSTORE", "/etc/ca.pem")
+    provider = "org.apache.kafka.common.config.provider."
+    props = {"security.protocol": "SASL_SSL", "sasl.mechanism": "PLAIN", "ssl.truststore.type": "PEM",
+             "config.providers": "file, dir,env", "config.providers.file.class": provider + "FileConfigProvider",
+             "config.providers.dir.class": provider + "DirectoryConfigProvider",
+             "config.providers.env.class": provider + "EnvVarConfigProvider",
+             "ssl.truststore.location": "${env:KAFKA_TEST_TRUSTSTORE}",
+             "sasl.jaas.config": f'x required username="${{dir:{tmp_path}/dir:user}}" '
+                                 f'password="${{file:{tmp_path}/secrets.properties:password}}";'}
+    kwargs = KafkaClientConfig("h:1", props).python_kwargs()
+    assert (kwargs["sasl_plain_username"], kwargs["sasl_plain_password"], kwargs["ssl_cafile"]) == (
+        "from-a-directory", "from-a-file", "/etc/ca.pem")
+    fenced = {**props, "config.providers.file.param.allowed.paths": str(tmp_path / "dir")}
+    with pytest.raises(KafkaConfigError, match="secrets.properties is outside the provider's allowed.paths"):
+        KafkaClientConfig("h:1", fenced).python_kwargs()
+    with pytest.raises(KafkaConfigError, match="the CLI resolves only Kafka's built-in providers"):
+        KafkaClientConfig("h:1", {**props, "config.providers.env.class": "com.example.Vault"}).python_kwargs()
+    monkeypatch.delenv("KAFKA_TEST_TRUSTSTORE")
+    with pytest.raises(KafkaConfigError, match="the environment has no KAFKA_TEST_TRUSTSTORE"):
+        KafkaClientConfig("h:1", props).python_kwargs()
+
+
 @pytest.mark.parametrize("props, says", [
     ({"security.protocol": "SSL", "ssl.truststore.location": "/ts.jks"},
      "ssl.truststore.type=JKS: the CLI reads PEM files only"),
@@ -169,7 +195,11 @@ def test_the_job_runs_with_its_own_principal_and_an_app_cannot_publish_a_model(s
     setup = ScoringSetup(bootstrap, repo, server.base_url, tmp_path / "job", kafka_config=admin_file)
     grant(secure_kafka.admin, job_acls(JOB, setup.topics, setup.group_id) + publisher_acls(PUBLISHER, setup.topics)
           + producer_acls(APP, setup.topics))
-    job_file, publisher_file, app_file = (security.write_client_properties(bootstrap, p) for p in (JOB, PUBLISHER, APP))
+    # The job's password is not in its properties (nor so in its graph): Kafka's FileConfigProvider
+    # reads it where each client starts, the CLI's start-up check the same way.
+    job_file = security.write_client_properties(bootstrap, JOB, password_file=True)
+    publisher_file, app_file = (security.write_client_properties(bootstrap, p) for p in (PUBLISHER, APP))
+    assert JOB.password not in job_file.read_text()
     wine = samples["wine-pmml"]
     doc = load_samples(wine)
     app = rdkafka(secure_kafka, APP)
@@ -196,6 +226,7 @@ def test_the_job_runs_with_its_own_principal_and_an_app_cannot_publish_a_model(s
         results = [read_result(v) for v in read_all(app, setup.topics["scores"], len(doc["inputs"]) + 1)]
         dead = [pb.DeadLetter.FromString(v) for v in read_all(app, setup.topics["dead-letters"], 1)]
         job.assert_running()
+    assert JOB.password not in (tmp_path / "job.log").read_text()
     assert sorted(r.record_id for r in results) == sorted([f"app-{i}" for i in range(len(doc["inputs"]))] + ["after-refusal"])
     assert {(r.model_name, r.model_version) for r in results} == {("secure-wine", 1)}
     assert [d.original for d in dead] == [b"\x00 not a record"] and dead[0].reason
