@@ -39,7 +39,13 @@ from contract.json_records import decode_record
 from contract.rollout import describe_policy
 from contract.values import inputs_of
 from jobs.flink_env import BYTES
-from model_store.fetcher import ArtifactFetcher, FetchPolicy
+from model_store.fetcher import (
+    ArtifactFetcher,
+    FetchError,
+    FetchPolicy,
+    default_cache_dir,
+    private_directory,
+)
 from scoring import explain, messages
 from scoring.batch import Outcome, identity_batch, score_batch
 from scoring.lifecycle import (
@@ -63,6 +69,7 @@ from scoring.lifecycle import (
 from scoring.loader import DescriptorError, Servable, check_signed, load_servable, parse_descriptor
 from scoring.manager import READY, ModelManager
 from scoring.options import ScoringOptions
+from scoring.poison import CrashJournal
 from scoring.policy import accept, over_capacity
 from scoring.records import UnreadableRecord, read_record
 from scoring.rollout import from_json, takes_part, to_json
@@ -203,6 +210,7 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
         self.keys: dict[str, KeyState] = {}
         self.limits = HoldLimits(o.max_held_records, o.max_held_total, o.hold_unpublished_ms)
         self.held_total = 0  # records this subtask holds for keys no model serves
+        self.journal = self._crash_journal()
         self.stats: dict[tuple[str, int], ModelStats] = {}
         # Operator-wide metrics only: per-version numbers go out in STATS/UNLOADED model events.
         # Flink metrics cannot be unregistered, and Beam reports every one at every bundle end
@@ -211,8 +219,18 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
         self.metrics = FlinkMetrics(runtime_context.get_metrics_group().add_group("scoring"), self.totals,
                                     self.execution_mode)
 
+    def _crash_journal(self) -> CrashJournal:
+        o = self.options
+        try:
+            directory = private_directory(Path(o.model_cache_dir or default_cache_dir())) / ".journal"
+            return CrashJournal(directory / f"{o.journal_name}-{self.subtask}.json", o.max_record_crashes)
+        except (FetchError, OSError) as err:  # the fetches will say so too: no reason to fail the task
+            log.warning("no crash journal (records that kill the worker are not dead-lettered): %s", err)
+            return CrashJournal(None, o.max_record_crashes)
+
     def close(self) -> None:
         self.manager.close()
+        self.journal.close()
 
     # ---- model updates (broadcast side) --------------------------------------------
     def process_broadcast_element(self, value: bytes, ctx):
@@ -507,6 +525,7 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
         yield from self._score(servable, data_type, km, batch)
 
     def _score(self, servable: Servable, data_type: str, km: KeyState, batch: list[Arrived]):
+        batch = yield from self._without_poison(servable, data_type, km, batch)
         records, inputs = [], []
         for arrived in batch:
             raw, record, _ = arrived
@@ -516,12 +535,16 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
             except ValueError as err:
                 yield DEAD_LETTERS + messages.dead_letter(
                     raw, "validate", f"bad input value: {err}", record, servable.key)
+        if not records:
+            return
+        self.journal.scoring([raw for raw, _, _ in records])
         outcomes, us = self._call(servable, inputs)
         served = [(outcome, servable) for outcome in outcomes]
         candidate = self._candidate(km)
         if candidate is not None:
             yield from self._beside(candidate, servable, km, records, inputs, outcomes, us, served)
         self._explain(records, inputs, served)
+        self.journal.scored()
         for (raw, record, as_json), (outcome, by) in zip(records, served, strict=True):
             message, failure = messages.result_or_failure(record, outcome, by, as_json)
             if failure is None:
@@ -535,6 +558,27 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
         km.unreported = True
         if candidate is not None or km.watch is not None:  # decide now: no record may follow
             yield from self._advance(data_type, km)
+
+    def _without_poison(self, servable: Servable, data_type: str, km: KeyState, batch: list[Arrived]):
+        """The batch without the records that crashed a worker before (scoring.poison): those
+        that did `max_crashes` times are dead-lettered, the others scored alone first, so that
+        another crash names the record that causes it."""
+        if not self.journal.crashes:
+            return batch
+        rest = []
+        for arrived in batch:
+            crashes = self.journal.crashes_of(arrived[0])
+            if self.journal.poisoned(arrived[0]):
+                yield DEAD_LETTERS + messages.dead_letter(
+                    arrived[0], "score",
+                    f"the worker process died {crashes} times while this record was being scored (a crash "
+                    "in the model's native code, say): dead-lettered so that the job goes on",
+                    arrived[1], servable.key)
+            elif crashes and len(batch) > 1:
+                yield from self._score(servable, data_type, km, [arrived])
+            else:
+                rest.append(arrived)
+        return rest
 
     def _call(self, servable: Servable, inputs: list) -> tuple[list[Outcome], float]:
         """One model call for a batch; returns the outcomes and the time per record in µs."""

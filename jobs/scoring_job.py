@@ -98,6 +98,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     flag("--load-retry-s", type=float, default=defaults.load_retry_s,
          help="a model that failed to load is tried again after this long while a data type still needs it")
     flag("--max-record-bytes", type=int, default=defaults.max_record_bytes)
+    flag("--max-record-crashes", type=int, default=defaults.max_record_crashes,
+         help="a record whose scoring killed the worker process this many times is dead-lettered "
+              "(the crash journal is kept in the model cache directory)")
     flag("--trusted-keys", default="",
          help="comma-separated Ed25519 public keys (PEM files, or directories of them): only models "
               "signed by one of them are loaded. Default: none, and any model is loaded")
@@ -161,6 +164,8 @@ def options_from(args: argparse.Namespace) -> ScoringOptions:
         load_retry_s=args.load_retry_s,
         stats_interval_ms=args.stats_interval_ms,
         max_record_bytes=args.max_record_bytes,
+        max_record_crashes=args.max_record_crashes,
+        journal_name=args.group_id,
         record_format=args.record_format,
         trusted_keys=tuple(k for k in args.trusted_keys.split(",") if k),
         revoked=tuple(k for k in args.revoked.split(",") if k),
