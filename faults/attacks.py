@@ -2,7 +2,7 @@
 as a principal with its ACLs: an unsigned model, one signed by another key, signed bytes
 swapped inline or at the store, a signature replayed for another version, an old signed
 ROLLBACK replayed, a signed rollout altered on the way, a signed SavedModel that reads a
-file, and a principal without ACLs on the models topic publishing.
+file or calls its saver, and a principal without ACLs on the models topic publishing.
 Each must be refused with its reason while the current model scores every record."""
 
 from __future__ import annotations
@@ -120,6 +120,17 @@ def signed_file_reader(world: World, scratch: Path):
     return [refused(Event.ERROR, d, "refused before loading: it uses ReadFile")], [nothing_written]
 
 
+def signed_saver_call(world: World, scratch: Path):
+    """Signed, and its serving function calls the saver's own save function (SaveV2 writes
+    wherever its prefix says): refused though the checkpoint ops are the model's own."""
+    calling = bad_models.saver_calling(world.samples["wine-tf"] / "saved_model", scratch / "saved_model")
+    packed = scratch / "model.tar.gz"
+    pack_saved_model(calling, packed)
+    d = world.descriptor(_stored(world, packed, pb.TENSORFLOW_SAVED_MODEL))
+    _send(world, d)
+    return [refused(Event.ERROR, d, "a checkpoint op where more than the model's own saver reaches it")], []
+
+
 def producer_without_acls(world: World, scratch: Path):
     """An application allowed only to send records publishes a model the trusted key signed:
     the broker refuses the write, so the job never sees it."""
@@ -164,4 +175,5 @@ def cases(tensorflow: bool = True) -> dict[str, Case]:
                 "producer-without-acls": producer_without_acls}
     if tensorflow:
         attempts["signed-file-reading-savedmodel"] = signed_file_reader
+        attempts["signed-savedmodel-calling-its-saver"] = signed_saver_call
     return {name: bad_model_case(name, attempt, on=World.guarded_job, guard=GUARD) for name, attempt in attempts.items()}

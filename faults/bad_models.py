@@ -109,6 +109,34 @@ def warm_up_throws(saved_model: Path, out: Path) -> Path:
     return out
 
 
+def saver_calling(saved_model: Path, out: Path) -> Path:
+    """A copy of a SavedModel whose serving function also calls the saver's own save function
+    (whose SaveV2 writes wherever its prefix input says), as a hand-made graph could."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    shutil.copytree(saved_model, out, dirs_exist_ok=True)
+    graph = (out / "saved_model.pb").read_bytes()
+    saver = next(f.signature.name for f in saved_model_pb2.SavedModel.FromString(graph).meta_graphs[0]
+                 .graph_def.library.function if f.signature.name.startswith("__inference__traced_save"))
+    (out / "saved_model.pb").write_bytes(with_nodes(graph, "__inference_serve", [("StatefulPartitionedCall", {"f": saver})]))
+    return out
+
+
+def with_nodes(saved_model_pb: bytes, function_prefix: str, nodes: list[tuple[str, dict]]) -> bytes:
+    """The SavedModel with `nodes` (op, attributes) added to its first function whose name starts
+    with `function_prefix`: how a hand-made graph would carry them (the check reads, never runs)."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    model = saved_model_pb2.SavedModel.FromString(saved_model_pb)
+    target = next(f for f in model.meta_graphs[0].graph_def.library.function
+                  if f.signature.name.startswith(function_prefix))
+    for i, (op, attrs) in enumerate(nodes):
+        node = target.node_def.add(name=f"added_{i}", op=op)
+        for key, func in attrs.items():
+            node.attr[key].func.name = func
+    return model.SerializeToString()
+
+
 class _Payload:
     """Unpickling this creates `marker`: proof that something deserialised a message."""
 

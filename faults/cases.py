@@ -11,7 +11,9 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import itertools
+import json
 import random
 import time
 from collections.abc import Callable
@@ -20,7 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from contract import scoring_pb2 as pb
-from faults import bad_models, bad_records, disrupt
+from contract import signing
+from faults import bad_models, bad_records, crashing_model, disrupt
 from faults.outputs import DEAD, EITHER, JobOutputs, Score, Sent, is_event, raw, records
 from faults.report import EXACTLY_ONCE, CaseResult, Check
 from faults.store import Fault
@@ -28,6 +31,8 @@ from faults.stream import Section
 from faults.world import MAX_ARTIFACT_BYTES, MAX_RECORD_BYTES, RECOVERY_TIMEOUT_S, Job, World, say
 from infra.job_harness import RunningJob, ScoringSetup
 from infra.topics import EAGER_COMPACTION, wait_until_compacted
+from model_store import cli
+from model_store.repository import sha256_of
 from scoring.rollout import takes_part
 
 Event = pb.ModelEvent
@@ -446,6 +451,30 @@ def fuzz(n_bad: int) -> Case:
     return case
 
 
+def poison_record(world: World) -> list[CaseResult]:
+    """A record on which the model kills its Python worker (as an abort in native code would):
+    the task fails, restarts from its checkpoint, reads the record again and dies again, until
+    the crash journal names it. Then it is dead-lettered, and every other record scored once.
+    On the guarded job: a MiniCluster whose Python workers are processes of their own."""
+    job, data_type = world.guarded_job(), "poison"
+    artifact = json.dumps({"crash_on": crashing_model.CRASH_ON}).encode()
+    d = pb.ModelDescriptor(name=data_type, version=1, data_type=data_type, model_type=crashing_model.CRASHING_TYPE,
+                           inline_bytes=artifact, sha256=hashlib.sha256(artifact).hexdigest(),
+                           size_bytes=len(artifact), sequence=cli.next_sequence())
+    signing.sign(d, world.signing_key)
+    job.setup.announce([d.SerializeToString()])
+    job.outputs.wait_event(is_event(Event.ACCEPTED, data_type, 1), f"ACCEPTED {data_type} v1", RECOVERY_TIMEOUT_S)
+    started = time.monotonic()
+    rows = [{"x": float(i)} for i in range(50)]
+    good = job.setup.send_records(data_type, rows, "poison-good-a")
+    pill = job.setup.send_records(data_type, [{"x": crashing_model.CRASH_ON}], "poison-pill")
+    good += job.setup.send_records(data_type, rows, "poison-good-b")
+    r = tallied("poison-record", job, records(good) + records(pill, DEAD, "the worker process died 2 times"), started)
+    r.check("exactly once: no record scored twice across the restarts", r.duplicated == 0, f"{r.duplicated} twice")
+    r.notes.append(f"{len(good)} good records around the one that aborts its worker")
+    return [r]
+
+
 # ---- bad models ------------------------------------------------------------------------------------
 @dataclass
 class Verdict:
@@ -591,6 +620,26 @@ def verification_mismatch(world: World, scratch: Path):
     return [error(d, "verify failed: sample 1 of 16: output 'predicted_cultivar'")], []
 
 
+def cache_swapped(world: World, scratch: Path):
+    """Someone who can write the TaskManager's disk rewrites the cached artifact of the model
+    that serves, and its Python worker dies: the restarted worker must find that the entry no
+    longer holds the bytes it is named by, fetch them again from the store and serve on."""
+    stored = world.repo.get("guard", world.served["guard"])
+    genuine, digest = world.repo.artifact_path(stored), stored.sha256
+    cached = sorted((world.eo.setup.workdir / "model-cache").glob(f"{digest}/*"))
+    tampered = bad_models.commented_pmml(genuine, "swapped in the cache", scratch / "tampered.pmml").read_bytes()
+    for entry in cached:
+        entry.write_bytes(tampered)
+    say(disrupt.kill_python_workers())
+    world.wait_recovered()
+
+    def fetched_again() -> Check:
+        genuine_now = [entry.is_file() and sha256_of(entry) == digest for entry in cached]
+        return Check("the swapped cache entry was fetched again, not used as found",
+                     bool(cached) and all(genuine_now), f"{len(cached)} entries of {digest[:12]}: {genuine_now}")
+    return [], [fetched_again]
+
+
 def older_without_rollback(world: World, scratch: Path):
     current = world.served["guard"]
     d = world.descriptor(world.repo.get("guard", current))
@@ -659,6 +708,7 @@ def catalogue(kills: int = 3, fuzz_bad: int = 10_000, tensorflow: bool = True) -
             bad_records.bad_json, "bad JSON record|the model takes a|missing input(s)|no model has been published")),
         "model-throws": bad_record_case("model-throws", model_throws, sample="digits-tf"),
         f"fuzz-{fuzz_bad}": fuzz(fuzz_bad),
+        "poison-record": poison_record,
         "malformed-descriptor": bad_model_case("malformed-descriptor", malformed_descriptors),
         "unknown-model-type": bad_model_case("unknown-model-type", unknown_model_type),
         "sha256-mismatch": bad_model_case("sha256-mismatch", sha256_mismatch),
@@ -678,6 +728,7 @@ def catalogue(kills: int = 3, fuzz_bad: int = 10_000, tensorflow: bool = True) -
         "verification-mismatch": bad_model_case("verification-mismatch", verification_mismatch),
         "older-version-no-rollback": bad_model_case("older-version-no-rollback", older_without_rollback),
         "pickle-payloads": bad_model_case("pickle-payloads", pickled_payloads),
+        "cache-swapped": bad_model_case("cache-swapped", cache_swapped),
     }
 
 

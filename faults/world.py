@@ -5,6 +5,7 @@ Flink standalone cluster, and the scoring job(s) submitted with `flink run`."""
 from __future__ import annotations
 
 import json
+import os
 import time
 import urllib.error
 from contextlib import ExitStack
@@ -13,6 +14,7 @@ from pathlib import Path
 
 from contract import scoring_pb2 as pb
 from contract import signing
+from faults import crashing_model
 from faults.outputs import JobOutputs, is_event, records
 from faults.report import EXACTLY_ONCE
 from faults.store import FaultyStore
@@ -166,8 +168,8 @@ class World:
 
     def guarded_job(self) -> Job:
         """A job that runs only what the run's key signed and reaches Kafka over SASL_SSL as a
-        principal with the job's ACLs (the attack cases), started on first use on a
-        MiniCluster: the cluster's slots hold the other jobs."""
+        principal with the job's ACLs (the attack cases, the poison record), started on first
+        use on a MiniCluster: the cluster's slots hold the other jobs."""
         if self._guarded is None:
             setup = ScoringSetup(self.bootstrap, self.repo, self.store.base_url, self.workdir / "guarded")
             args = setup.job_args(
@@ -175,7 +177,11 @@ class World:
                 kafka_config=self.broker.admit_job(GUARDED_JOB, setup.topics, setup.group_id),
                 trusted_keys=str(self.workdir / "keys" / "public.pem"), no_model_policy="dead-letter",
                 load_retry_s=self.retry_after_s, stats_interval_ms=5000)
-            self.stack.enter_context(RunningJob(args, setup.workdir / "job.log"))
+            # Python workers apart from the job's process, as on a cluster (not PyFlink's local
+            # "loopback"), and the model that aborts its worker for the poison-record case.
+            env = {**os.environ, "_python_worker_execution_mode": "process",
+                   "SCORING_EXTRA_BACKENDS": crashing_model.BACKEND}
+            self.stack.enter_context(RunningJob(args, setup.workdir / "job.log", env=env))
             outputs = JobOutputs(setup)
             self.stack.callback(outputs.close)
             self._guarded = Job("guarded", setup, "minicluster", outputs)

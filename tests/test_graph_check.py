@@ -8,6 +8,7 @@ import os
 import pytest
 
 from contract import scoring_pb2 as pb
+from faults import bad_models
 from model_store.fetcher import ArtifactFetcher, FetchPolicy
 from model_store.repository import pack_saved_model
 from scoring.backends import graph_check
@@ -144,33 +145,15 @@ def test_the_sample_models_use_no_such_op_beyond_their_own_checkpoint(samples, s
     assert graph_check.unsafe_ops((samples[sample] / "saved_model" / "saved_model.pb").read_bytes()) == []
 
 
-def _with_nodes(saved_model_pb: bytes, function_prefix: str, nodes: list[tuple[str, dict]]) -> bytes:
-    """The SavedModel with `nodes` (op, attributes) added to its first function whose name starts
-    with `function_prefix`: how a hand-made graph would carry them (the check reads, never runs)."""
-    from tensorflow.core.protobuf import saved_model_pb2
-
-    model = saved_model_pb2.SavedModel.FromString(saved_model_pb)
-    target = next(f for f in model.meta_graphs[0].graph_def.library.function
-                  if f.signature.name.startswith(function_prefix))
-    for i, (op, attrs) in enumerate(nodes):
-        node = target.node_def.add(name=f"added_{i}", op=op)
-        for key, func in attrs.items():
-            node.attr[key].func.name = func
-    return model.SerializeToString()
-
-
-def test_a_serving_function_that_calls_the_savers_function_is_refused(samples):
+def test_a_serving_function_that_calls_the_savers_function_is_refused(samples, tmp_path):
     """SaveV2 writes wherever its prefix input says: allowed in the saver's own functions only."""
-    from tensorflow.core.protobuf import saved_model_pb2
-
-    graph = (samples["wine-tf"] / "saved_model" / "saved_model.pb").read_bytes()
-    saver = next(f.signature.name for f in saved_model_pb2.SavedModel.FromString(graph).meta_graphs[0]
-                 .graph_def.library.function if f.signature.name.startswith("__inference__traced_save"))
-    assert graph_check.unsafe_ops(graph) == []
-    calling = _with_nodes(graph, "__inference_serve", [("StatefulPartitionedCall", {"f": saver})])
-    found = graph_check.unsafe_ops(calling)
+    original = samples["wine-tf"] / "saved_model"
+    assert graph_check.unsafe_ops((original / "saved_model.pb").read_bytes()) == []
+    calling = bad_models.saver_calling(original, tmp_path / "calling")
+    found = graph_check.unsafe_ops((calling / "saved_model.pb").read_bytes())
     assert {f.op for f in found} >= {"SaveV2", "MergeV2Checkpoints"}
-    assert all(f.where == f"function {saver}" and "more than the model's own saver" in f.detail for f in found)
+    assert all(f.where.startswith("function __inference__traced_save") and "more than the model's own saver" in f.detail
+               for f in found)
 
 
 @pytest.mark.parametrize("op", ["DatasetToTFRecord", "RecordInput", "DecodeProtoV2", "GenerateVocabRemapping",
@@ -178,9 +161,9 @@ def test_a_serving_function_that_calls_the_savers_function_is_refused(samples):
                                 "SomeOpAddedInTensorFlow3"])
 def test_an_op_not_known_to_be_safe_is_refused_naming_it_and_the_flag(samples, tmp_path, op):
     graph = (samples["wine-tf"] / "saved_model" / "saved_model.pb").read_bytes()
-    found = graph_check.unsafe_ops(_with_nodes(graph, "__inference_serve", [(op, {})]))
+    found = graph_check.unsafe_ops(bad_models.with_nodes(graph, "__inference_serve", [(op, {})]))
     assert [(f.op, f.detail) for f in found] == [(op, "not on the allow-list of ops known to be safe")]
-    assert graph_check.unsafe_ops(_with_nodes(graph, "__inference_serve", [(op, {})]), allowed=[op]) == []
+    assert graph_check.unsafe_ops(bad_models.with_nodes(graph, "__inference_serve", [(op, {})]), allowed=[op]) == []
 
 
 def test_a_model_that_decodes_protos_is_refused_until_allowed(tmp_path):
