@@ -1,6 +1,6 @@
-"""A model's inputs from a batch of columns (contract.columns), checked with masks: the
-columnar path's counterpart of `LoadedModel.prepare`, with the same reasons, and no Python
-loop over the rows that pass.
+"""A batch of columns (contract.columns) scored: its rows checked against the model's inputs
+with masks (the counterpart of `LoadedModel.prepare`, with the same reasons, and no Python
+loop over the rows that pass), then one `predict_columns` call (scoring.batch's rules).
 
 A row fails alone: a missing input, a kind the model does not take (an int where a float is
 taken is widened, as `check_input` does), a shape that does not fit, a non-finite number.
@@ -8,15 +8,17 @@ taken is widened, as `check_input` does), a shape that does not fit, a non-finit
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from contract.columns import KINDS, SHAPE
-from scoring.backends.base import InputField
+from scoring.backends.base import InputField, LoadedModel
 
 SUFFIX_NAMES = {"": "float", "#int": "int", "#str": "string", "#bytes": "bytes", "#tensor": "tensor"}
 ACCEPTS = {"float": ("", "#int"), "int": ("#int",), "string": ("#str", "#bytes")}
@@ -154,3 +156,80 @@ def _stacked(values: pa.Array, shapes: pa.Array, fits: np.ndarray, want: tuple[i
     for i in np.flatnonzero(fits):  # ragged shapes: one array per row, as today
         out[i] = np.asarray(values[i].as_py(), dtype=np.float32).reshape(shapes[i].as_py())
     return out
+
+
+@dataclass
+class Scored:
+    """Per row: why it failed and at which stage (None, "": scored); per output, the rows'
+    values (None for a row that failed)."""
+
+    reasons: list[str | None]
+    stages: list[str]
+    outputs: dict[str, list]
+
+
+def score_columns(model: LoadedModel, batch: pa.RecordBatch) -> Scored:
+    """The batch checked, then scored in one model call (scoring.batch's rules: rows that make
+    the model throw are isolated by halving, non-finite outputs fail their row)."""
+    checked = model_inputs(batch, model.input_fields)
+    stages = ["validate" if r else "" for r in checked.reasons]
+    scored = Scored(checked.reasons, stages, {})
+    _predict_isolating(model, checked.values, np.flatnonzero(checked.passed), scored)
+    return scored
+
+
+def _predict_isolating(model: LoadedModel, values: dict[str, np.ndarray], rows: np.ndarray, scored: Scored) -> None:
+    if not rows.size:
+        return
+    try:
+        outputs = model.predict_columns({name: column[rows] for name, column in values.items()}, len(rows))
+        _check_lengths(outputs, len(rows))
+    except Exception as err:  # noqa: BLE001 - the framework's own errors: any type
+        if rows.size == 1:
+            _fail(scored, rows, f"the model threw: {err}")
+            return
+        middle = rows.size // 2
+        _predict_isolating(model, values, rows[:middle], scored)
+        _predict_isolating(model, values, rows[middle:], scored)
+        return
+    bad = _non_finite_rows(outputs, len(rows))
+    n = len(scored.reasons)
+    for name, column in outputs.items():
+        target = scored.outputs.setdefault(name, [None] * n)
+        for row, value in zip(rows.tolist(), column, strict=True):
+            target[row] = value
+    for position, names in bad.items():
+        _fail(scored, rows[position:position + 1], f"the model returned non-finite output(s) {names}")
+
+
+def _check_lengths(outputs: dict[str, Sequence[Any]], rows: int) -> None:
+    for name, column in outputs.items():
+        if len(column) != rows:
+            raise ValueError(f"output '{name}' has {len(column)} rows for a batch of {rows}")
+
+
+def _non_finite_rows(outputs: dict[str, Sequence[Any]], rows: int) -> dict[int, list[str]]:
+    """Positions of the rows with a non-finite output, and which outputs (sorted)."""
+    bad: dict[int, list[str]] = {}
+    for name in sorted(outputs):
+        column = outputs[name]
+        if isinstance(column, np.ndarray) and column.dtype.kind == "f":
+            finite = np.isfinite(column.reshape(rows, -1)).all(axis=1) if rows else np.ones(0, bool)
+        else:
+            finite = np.array([not _non_finite(v) for v in column], dtype=bool)
+        for position in np.flatnonzero(~finite):
+            bad.setdefault(int(position), []).append(name)
+    return bad
+
+
+def _non_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    return isinstance(value, np.ndarray) and value.dtype.kind == "f" and not np.isfinite(value).all()
+
+
+def _fail(scored: Scored, rows: np.ndarray, reason: str) -> None:
+    for row in rows.tolist():
+        scored.reasons[row], scored.stages[row] = reason, "score"
+        for column in scored.outputs.values():
+            column[row] = None

@@ -12,8 +12,12 @@ from contract import scoring_pb2 as pb
 from contract.columns import Arrived, data_type_of, from_ipc, to_columns, to_ipc
 from contract.values import inputs_of, make_record
 from scoring.backends.base import InputField, LoadedModel
-from scoring.columns import model_inputs
+from scoring.batch import score_batch
+from scoring.columns import model_inputs, score_columns
 from scoring.errors import RecordError
+from scoring.verification import with_tensors
+from tests.conftest import load_samples
+from tests.test_backends import SAMPLES, assert_close, load
 
 FIELDS = {
     "a": InputField("a", "float"),
@@ -94,3 +98,46 @@ def test_a_batch_where_no_row_sends_an_input_fails_every_row_with_the_same_reaso
     checked = model_inputs(to_columns("dt", [Arrived(r, True, b"{}") for r in records]), FIELDS)
     assert set(checked.reasons) == {"missing input(s) ['a', 'r', 't']; the model takes ['a', 'b', 'r', 's', 't']"}
     assert not checked.passed.any()
+
+
+@pytest.mark.parametrize("sample", SAMPLES)
+def test_each_backend_scores_a_batch_of_columns_as_it_scores_records(samples, tmp_path, sample):
+    """The held-out samples, with bad rows among them: the same outputs and the same reasons
+    as scoring.batch gives the same records one dict each."""
+    model = load(samples[sample], tmp_path)
+    rows = load_samples(samples[sample])["inputs"]
+    records = [make_record(f"r{i}", "dt", with_tensors(row), 0) for i, row in enumerate(rows)]
+    first = next(iter(model.input_fields))
+    records.insert(1, make_record("missing", "dt", {}, 0))
+    records.insert(3, make_record("wrong-kind", "dt", {**inputs_of(records[0]), first: object_of_other_kind(model, first)}, 0))
+    batch = to_columns("dt", [Arrived(r, False, r.SerializeToString()) for r in records])
+    scored = score_columns(model, batch)
+    outcomes = score_batch(model, [inputs_of(r) for r in records])
+    assert [o.error and str(o.error) for o in outcomes] == scored.reasons
+    assert [o.error.stage if o.error else "" for o in outcomes] == scored.stages
+    for i, outcome in enumerate(outcomes):
+        if outcome.ok:
+            assert_close({name: column[i] for name, column in scored.outputs.items()}, outcome.outputs)
+    assert sum(r is None for r in scored.reasons) == len(rows)
+
+
+def object_of_other_kind(model, name: str):
+    return 1.0 if model.input_fields[name].kind == "string" else "not a number"
+
+
+def test_a_row_that_makes_the_model_throw_fails_alone_and_a_non_finite_output_fails_its_row():
+    class Picky(Fields):
+        input_fields = {"a": InputField("a", "float")}
+
+        def predict(self, batch):
+            if any(r["a"] == 13 for r in batch):
+                raise RuntimeError("unlucky")
+            return [{"y": float("inf") if r["a"] == 7 else 2 * r["a"]} for r in batch]
+
+    records = [make_record(f"r{i}", "dt", {"a": float(i)}, 0) for i in range(20)]
+    scored = score_columns(Picky(), to_columns("dt", [Arrived(r, False, b"") for r in records]))
+    assert scored.reasons[13] == "the model threw: unlucky" and scored.stages[13] == "score"
+    assert scored.reasons[7] == "the model returned non-finite output(s) ['y']"
+    assert [scored.outputs["y"][i] for i in (0, 5, 19)] == [0.0, 10.0, 38.0]
+    assert scored.outputs["y"][13] is None and scored.outputs["y"][7] is None
+    assert sum(r is None for r in scored.reasons) == 18

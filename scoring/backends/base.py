@@ -74,6 +74,14 @@ class LoadedModel(ABC):
     def predict(self, batch: Sequence[dict[str, Any]]) -> list[Outputs]:
         """Score prepared records in one call; one outputs dict per record."""
 
+    def predict_columns(self, columns: Mapping[str, np.ndarray], rows: int) -> dict[str, Sequence[Any]]:
+        """Score `rows` prepared records given as one array per input (scoring.columns), in one
+        call; per output, its `rows` values. This default goes through `predict`; a backend
+        that takes arrays overrides it."""
+        records = [{name: column[i] for name, column in columns.items()} for i in range(rows)]
+        outputs = self.predict(records)
+        return {name: [row[name] for row in outputs] for name in (outputs[0] if outputs else {})}
+
     def explains(self) -> bool:
         """Whether the model carries an explanation of its predictions (`explain`)."""
         return False

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +73,7 @@ class OnnxInput:
         self.column = rest == (1,)  # [N, 1]: one value per record, fed as a column
         self.field = InputField(node.name, kind, () if rest in ((), (1,)) else rest)
 
-    def feed(self, values: list[Any]) -> np.ndarray:
+    def feed(self, values: Sequence[Any]) -> np.ndarray:
         if self.field.kind == "string":
             array = np.array([v.decode() if isinstance(v, bytes) else v for v in values], dtype=object)
         else:
@@ -91,15 +91,30 @@ class OnnxModel(LoadedModel):
         self._where = where
 
     def predict(self, batch: Sequence[dict[str, Any]]) -> list[Outputs]:
-        feed = {i.name: i.feed([record[i.name] for record in batch]) for i in self._inputs}
-        values = self._session.run(self._outputs, feed)
+        values = self._run({i.name: [record[i.name] for record in batch] for i in self._inputs}, len(batch))
         rows: list[Outputs] = [{} for _ in batch]
         for name, value in zip(self._outputs, values, strict=True):
-            if len(value) != len(batch):
-                raise ValueError(f"output '{name}' has {len(value)} rows for a batch of {len(batch)}")
             for row, item in zip(rows, value, strict=True):
                 row.update(_row_outputs(name, item))
         return rows
+
+    def predict_columns(self, columns: Mapping[str, np.ndarray], rows: int) -> dict[str, Sequence[Any]]:
+        out: dict[str, Sequence[Any]] = {}
+        for name, value in zip(self._outputs, self._run(columns, rows), strict=True):
+            if rows and isinstance(value[0], dict):  # ZipMap: a column per class
+                out.update({f"{name}_{label}": np.array([float(m[label]) for m in value]) for label in value[0]})
+            elif isinstance(value, np.ndarray) and value.dtype.kind in "SO":
+                out[name] = [v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in value]
+            else:
+                out[name] = value
+        return out
+
+    def _run(self, columns: Mapping[str, Sequence[Any]], rows: int) -> list[Any]:
+        values = self._session.run(self._outputs, {i.name: i.feed(columns[i.name]) for i in self._inputs})
+        for name, value in zip(self._outputs, values, strict=True):
+            if len(value) != rows:
+                raise ValueError(f"output '{name}' has {len(value)} rows for a batch of {rows}")
+        return values
 
     def warm_up_inputs(self) -> list[dict[str, Any]]:
         if WARMUP_KEY in self._meta:

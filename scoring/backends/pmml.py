@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -81,13 +81,22 @@ class PmmlModel(LoadedModel):
         self._verification = from_pmml(document, self.input_fields)
 
     def predict(self, batch: Sequence[dict[str, Any]]) -> list[Outputs]:
-        rows = [[r[n] for n in self._input_names] for r in batch]
+        index, answer = self._ask([[r[n] for n in self._input_names] for r in batch])
+        return [self._convert(index, row) for row in answer]
+
+    def predict_columns(self, columns: Mapping[str, Any], rows: int) -> dict[str, Sequence[Any]]:
+        values = [columns[n].tolist() if hasattr(columns[n], "tolist") else list(columns[n]) for n in self._input_names]
+        index, answer = self._ask([list(row) for row in zip(*values, strict=True)] if values else [[]] * rows)
+        converted = [self._convert(index, row) for row in answer]
+        return {name: [row[name] for row in converted] for name, _ in self._outputs}
+
+    def _ask(self, rows: list[list[Any]]) -> tuple[dict[str, int], list[list[Any]]]:
+        """One call of pmml4s for the rows; its answer's columns by name, and its rows."""
         request = json.dumps({"columns": self._input_names, "data": rows}, allow_nan=False)
         answer = json.loads(str(self._model._java_model.predict(request)))
-        if len(answer["data"]) != len(batch):
-            raise RuntimeError(f"pmml4s answered {len(answer['data'])} rows for {len(batch)} records")
-        index = {name: i for i, name in enumerate(answer["columns"])}
-        return [self._convert(index, row) for row in answer["data"]]
+        if len(answer["data"]) != len(rows):
+            raise RuntimeError(f"pmml4s answered {len(answer['data'])} rows for {len(rows)} records")
+        return {name: i for i, name in enumerate(answer["columns"])}, answer["data"]
 
     def _convert(self, index: dict[str, int], row: list[Any]) -> Outputs:
         """Every declared output, typed; one pmml4s leaves out (null) is NaN."""

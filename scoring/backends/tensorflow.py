@@ -12,7 +12,7 @@ import json
 import os
 import shutil
 import tarfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -119,18 +119,25 @@ class TensorFlowModel(LoadedModel):
             return super().explain(batch)
         return self._run(self._explainer, batch)
 
-    def _run(self, signature, batch: Sequence[dict[str, Any]]) -> list[Outputs]:
-        import tensorflow as tf
+    def predict_columns(self, columns: Mapping[str, np.ndarray], rows: int) -> dict[str, Sequence[Any]]:
+        outputs = self._run_columns(self._signature, columns)
+        return {name: _column_values(values) for name, values in outputs.items()}
 
-        feed = {name: tf.constant(self._column(name, batch)) for name in signature.structured_input_signature[1]}
-        outputs = {k: v.numpy() for k, v in signature(**feed).items()}
+    def _run(self, signature, batch: Sequence[dict[str, Any]]) -> list[Outputs]:
+        columns = {name: [record[name] for record in batch] for name in signature.structured_input_signature[1]}
+        outputs = self._run_columns(signature, columns)
         return [
             {name: _row_value(values[i]) for name, values in outputs.items()}
             for i in range(len(batch))
         ]
 
-    def _column(self, name: str, batch: Sequence[dict[str, Any]]) -> np.ndarray:
-        values = [record[name] for record in batch]
+    def _run_columns(self, signature, columns: Mapping[str, Sequence[Any]]) -> dict[str, np.ndarray]:
+        import tensorflow as tf
+
+        feed = {name: tf.constant(self._feed(name, columns[name])) for name in signature.structured_input_signature[1]}
+        return {k: v.numpy() for k, v in signature(**feed).items()}
+
+    def _feed(self, name: str, values: Sequence[Any]) -> np.ndarray:
         if self.input_fields[name].kind == "string":
             return np.array([v.encode() if isinstance(v, str) else v for v in values], dtype=object)
         return np.asarray(values, dtype=self._dtypes[name])
@@ -156,6 +163,13 @@ class TensorFlowModel(LoadedModel):
         self._signature = None
         self._explainer = None
         self._loaded = None
+
+
+def _column_values(values: np.ndarray) -> Sequence[Any]:
+    """An output column as the rows' values: strings decoded as _row_value does."""
+    if values.dtype.kind in "SO":
+        return [_row_value(v) for v in values]
+    return values
 
 
 def _row_value(value):
