@@ -15,7 +15,9 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from contract import scoring_pb2 as pb
 
@@ -95,3 +97,102 @@ def from_ipc(data: bytes) -> pa.RecordBatch:
     if len(batches) != 1:
         raise ValueError(f"an Arrow stream of {len(batches)} record batches: a batch is one")
     return batches[0]
+
+
+# ---- what Python sends back: the rows' outcomes and outputs -------------------------------
+OUTCOME = ("model_name", "model_version", "stage", "reason")
+
+
+def outcomes_to_columns(batch: pa.RecordBatch, models: Sequence[tuple[str, int]], stages: Sequence[str],
+                        reasons: Sequence[str | None], outputs: dict[str, Sequence]) -> pa.RecordBatch:
+    """The scored batch: the input batch's record_id, event_time_ms and json (by reference);
+    per row the model that scored it (a canary splits a batch), the stage and reason of a
+    failure (null: scored) and, for failed rows only, the original bytes; then the outputs,
+    one column per name and kind as the inputs are."""
+    reasons, stages = list(reasons), list(stages)
+    columns: dict[str, pa.Array] = {}
+    for name in sorted(outputs):
+        encoded, unwritable = _output_columns(name, outputs[name])
+        columns.update(encoded)
+        for row, err in unwritable.items():
+            if reasons[row] is None:
+                reasons[row] = f"the model's outputs cannot be written as a ScoringResult: {err}"
+                stages[row] = "score"
+    failed = pa.array([r is not None for r in reasons])
+    arrays = {
+        "record_id": batch.column("record_id"), "event_time_ms": batch.column("event_time_ms"),
+        "json": batch.column("json"),
+        "original": pc.if_else(failed, batch.column("original"), pa.nulls(batch.num_rows, pa.binary())),
+        "model_name": pa.array([m[0] for m in models], pa.string()),
+        "model_version": pa.array([m[1] for m in models], pa.int64()),
+        "stage": pa.array([s or None for s in stages], pa.string()),
+        "reason": pa.array(reasons, pa.string()),
+        **columns,
+    }
+    return pa.RecordBatch.from_arrays(list(arrays.values()), names=list(arrays),
+                                      metadata=batch.schema.metadata)
+
+
+def _output_columns(name: str, values: Sequence) -> tuple[dict[str, pa.Array], dict[int, Exception]]:
+    """The output's columns, and the rows whose value no Value can hold (and why)."""
+    if isinstance(values, np.ndarray) and values.ndim == 1 and values.dtype.kind in "fiub":
+        kind = "double_value" if values.dtype.kind == "f" else "int64_value"
+        suffix, arrow_type = KINDS[kind]
+        return {name + suffix: pa.array(values, arrow_type)}, {}
+    by_kind: dict[str, list] = {kind: [None] * len(values) for kind in KINDS}
+    shapes: list = [None] * len(values)
+    unwritable: dict[int, Exception] = {}
+    for row, value in enumerate(values):
+        if value is None:
+            continue
+        try:
+            kind, item = _output_kind(value)
+        except TypeError as err:
+            unwritable[row] = err
+            continue
+        if kind == "tensor_value":
+            item, shapes[row] = item.astype(np.float32).ravel(), list(item.shape)
+        by_kind[kind][row] = item
+    out = {}
+    for kind, column in by_kind.items():
+        if any(v is not None for v in column):
+            suffix, arrow_type = KINDS[kind]
+            out[name + suffix] = pa.array(column, arrow_type)
+            if kind == "tensor_value":
+                out[name + SHAPE] = pa.array(shapes, pa.list_(pa.int64()))
+    return out, unwritable
+
+
+def _output_kind(value) -> tuple[str, object]:
+    """As contract.values.set_value encodes an output: the Value kind, and the value."""
+    if isinstance(value, np.ndarray) and value.ndim > 0:
+        if value.dtype.kind in "OSU":
+            raise TypeError("string tensors are not supported as outputs")
+        return "tensor_value", value
+    if isinstance(value, np.ndarray | np.generic):
+        value = value.item()
+    if isinstance(value, bool | int):
+        return "int64_value", int(value)
+    if isinstance(value, float):
+        return "double_value", value
+    if isinstance(value, str):
+        return "string_value", value
+    if isinstance(value, bytes):
+        return "bytes_value", value
+    raise TypeError(f"cannot encode {type(value).__name__} as a Value")
+
+
+def outputs_of_row(batch: pa.RecordBatch, row: int) -> dict[str, object]:
+    """One row's outputs, as contract.values.to_python gives them (tensors as arrays)."""
+    out: dict[str, object] = {}
+    for index, field in enumerate(batch.schema):
+        name, _, suffix = field.name.partition("#")
+        if field.name in FIXED + OUTCOME or suffix == "shape":
+            continue
+        value = batch.column(index)[row].as_py()
+        if value is None:
+            continue
+        if suffix == "tensor":
+            value = np.asarray(value, np.float32).reshape(batch.column(name + SHAPE)[row].as_py())
+        out[name] = value
+    return out

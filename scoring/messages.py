@@ -5,7 +5,10 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 
+import pyarrow as pa
+
 from contract import scoring_pb2 as pb
+from contract.columns import data_type_of, outputs_of_row
 from contract.json_records import result_json
 from contract.values import fill_map
 from scoring.batch import Outcome
@@ -78,3 +81,20 @@ def result_or_failure(record: pb.DataRecord, outcome: Outcome, servable: Servabl
         return result(record, servable.name, servable.version, outcome.outputs, as_json), None
     except (TypeError, ValueError) as err:  # the backend returned what a Value cannot hold
         return None, ("score", f"the model's outputs cannot be written as a ScoringResult: {err}")
+
+
+def from_columns(scored: pa.RecordBatch) -> list[tuple[bool, bytes]]:
+    """Per row of a scored batch (contract.columns.outcomes_to_columns): (scored?, its message),
+    a result in the record's format or a dead letter; what the JVM's writer is to write."""
+    data_type = data_type_of(scored)
+    rows = scored.select(["record_id", "event_time_ms", "json", "model_name", "model_version", "stage",
+                          "reason", "original"]).to_pylist()
+    out = []
+    for i, row in enumerate(rows):
+        record = pb.DataRecord(record_id=row["record_id"], data_type=data_type, event_time_ms=row["event_time_ms"])
+        model = (row["model_name"], row["model_version"])
+        if row["reason"] is not None:
+            out.append((False, dead_letter(row["original"], row["stage"], row["reason"], record, model)))
+        else:
+            out.append((True, result(record, *model, outputs_of_row(scored, i), row["json"])))
+    return out

@@ -3,18 +3,29 @@ the same values for the rows that pass and the same reason for each row that fai
 
 from __future__ import annotations
 
+import json
 import random
 
 import numpy as np
 import pytest
+from google.protobuf.message import DecodeError
 
 from contract import scoring_pb2 as pb
-from contract.columns import Arrived, data_type_of, from_ipc, to_columns, to_ipc
+from contract.columns import (
+    Arrived,
+    data_type_of,
+    from_ipc,
+    outcomes_to_columns,
+    to_columns,
+    to_ipc,
+)
 from contract.values import inputs_of, make_record
+from scoring import messages
 from scoring.backends.base import InputField, LoadedModel
 from scoring.batch import score_batch
 from scoring.columns import model_inputs, score_columns
 from scoring.errors import RecordError
+from scoring.loader import Servable
 from scoring.verification import with_tensors
 from tests.conftest import load_samples
 from tests.test_backends import SAMPLES, assert_close, load
@@ -141,3 +152,68 @@ def test_a_row_that_makes_the_model_throw_fails_alone_and_a_non_finite_output_fa
     assert [scored.outputs["y"][i] for i in (0, 5, 19)] == [0.0, 10.0, 38.0]
     assert scored.outputs["y"][13] is None and scored.outputs["y"][7] is None
     assert sum(r is None for r in scored.reasons) == 18
+
+
+def without_times(message: bytes) -> object:
+    if message.startswith(b"{"):
+        doc = json.loads(message)
+        doc.pop("scoring_time_ms")
+        return doc
+    for kind in (pb.ScoringResult, pb.DeadLetter):
+        try:
+            parsed = kind.FromString(message)
+        except DecodeError:
+            continue
+        parsed.ClearField("scoring_time_ms" if kind is pb.ScoringResult else "time_ms")
+        return kind.__name__, parsed.SerializeToString(deterministic=True)
+    raise AssertionError(f"not a result nor a dead letter: {message[:60]!r}")
+
+
+@pytest.mark.parametrize("sample", SAMPLES)
+def test_messages_written_from_columns_are_those_written_record_by_record(samples, tmp_path, sample):
+    """Results (protobuf or JSON, as each record came) and dead letters from a scored batch of
+    columns: the same messages, but for their times, as the record path writes."""
+    model = load(samples[sample], tmp_path)
+    servable = Servable(f"{sample}-model", 3, 0, model)
+    rows = load_samples(samples[sample])["inputs"]
+    records = [make_record(f"r{i}", "dt", with_tensors(row), i) for i, row in enumerate(rows)]
+    records.insert(2, make_record("missing", "dt", {}, 7))
+    arrived = [Arrived(r, i % 3 == 0, r.SerializeToString()) for i, r in enumerate(records)]
+    batch = to_columns("dt", arrived)
+    scored = score_columns(model, batch)
+    columns = outcomes_to_columns(batch, [servable.key] * batch.num_rows, scored.stages, scored.reasons,
+                                  scored.outputs)
+    from_columns = [without_times(m) for _, m in messages.from_columns(from_ipc(to_ipc(columns)))]
+    by_record = []
+    for a, outcome in zip(arrived, score_batch(model, [inputs_of(r) for r in records]), strict=True):
+        message, failure = messages.result_or_failure(a.record, outcome, servable, a.json)
+        by_record.append(without_times(message or messages.dead_letter(a.original, *failure, a.record, servable.key)))
+    assert from_columns == by_record
+
+
+def test_outputs_of_every_kind_survive_the_columns_and_an_unwritable_one_fails_its_row():
+    class Kinds(Fields):
+        input_fields = {"a": InputField("a", "float")}
+
+        def predict(self, batch):
+            return [{"f": r["a"] / 2, "i": np.int32(r["a"]), "flag": r["a"] > 1, "s": "ok", "b": b"\x00\xff",
+                     "t": np.arange(6, dtype=np.float64).reshape(2, 3) * r["a"],
+                     "bad": np.array(["x"]) if r["a"] == 2 else 1.0} for r in batch]
+
+    records = [make_record(f"r{i}", "dt", {"a": float(i)}, 0) for i in range(4)]
+    arrived = [Arrived(r, False, r.SerializeToString()) for r in records]
+    servable = Servable("kinds", 1, 0, Kinds())
+    batch = to_columns("dt", arrived)
+    scored = score_columns(servable.model, batch)
+    columns = outcomes_to_columns(batch, [servable.key] * 4, scored.stages, scored.reasons, scored.outputs)
+    written = messages.from_columns(from_ipc(to_ipc(columns)))
+    assert [ok for ok, _ in written] == [True, True, False, True]
+    dead = pb.DeadLetter.FromString(written[2][1])
+    assert (dead.stage, dead.original) == ("score", arrived[2].original)
+    assert dead.reason == "the model's outputs cannot be written as a ScoringResult: string tensors are not supported as outputs"
+    result = pb.ScoringResult.FromString(written[3][1])
+    assert list(result.outputs["t"].tensor_value.shape) == [2, 3]
+    assert list(result.outputs["t"].tensor_value.values) == [0, 3, 6, 9, 12, 15]
+    assert (result.outputs["i"].int64_value, result.outputs["flag"].int64_value) == (3, 1)
+    assert (result.outputs["s"].string_value, result.outputs["b"].bytes_value) == ("ok", b"\x00\xff")
+    assert result.outputs["f"].double_value == 1.5 and result.outputs["bad"].double_value == 1.0
