@@ -52,10 +52,12 @@ def model_inputs(batch: pa.RecordBatch, fields: Mapping[str, InputField]) -> Che
 def _kinds_sent(batch: pa.RecordBatch, name: str) -> dict[str, np.ndarray]:
     """Per kind suffix present in the batch, which rows sent the input as that kind."""
     out = {}
+    names = batch.schema.names
     for suffix, _ in KINDS.values():
-        index = batch.schema.get_field_index(name + suffix)
-        if index >= 0:
-            out[suffix] = batch.column(index).is_valid().to_numpy(zero_copy_only=False)
+        if name + suffix in names:
+            column = batch.column(name + suffix)
+            out[suffix] = (np.ones(len(column), bool) if column.null_count == 0
+                           else column.is_valid().to_numpy(zero_copy_only=False))
     return out
 
 
@@ -78,16 +80,28 @@ def _scalar(batch: pa.RecordBatch, field: InputField, kinds: dict, reasons: list
                 column = batch.column(field.name + suffix).to_numpy(zero_copy_only=False)
                 out[kinds[suffix]] = column[kinds[suffix]]
         return out
-    out = np.zeros(n, dtype=np.float64 if field.kind == "float" else np.int64)
+    dtype = np.float64 if field.kind == "float" else np.int64
+    only = [suffix for suffix in accepted if suffix in kinds]
+    if len(only) == 1 and batch.column(field.name + only[0]).null_count == 0:  # the usual batch: no copy
+        out = batch.column(field.name + only[0]).to_numpy().astype(dtype, copy=False)
+        return _finite(out, field, reasons) if field.kind == "float" else out
+    out = np.zeros(n, dtype=dtype)
     for suffix in accepted:
         if suffix in kinds:
             column = batch.column(field.name + suffix).fill_null(0).to_numpy(zero_copy_only=False)
             out[kinds[suffix]] = column[kinds[suffix]]
-    if field.kind == "float":
-        for i in np.flatnonzero(~np.isfinite(out)):
-            if reasons[i] is None:
-                reasons[i] = f"input '{field.name}' is {out[i]}: only finite numbers can be scored"
-        out[~np.isfinite(out)] = 0.0
+    return _finite(out, field, reasons) if field.kind == "float" else out
+
+
+def _finite(out: np.ndarray, field: InputField, reasons: list) -> np.ndarray:
+    bad = ~np.isfinite(out)
+    if not bad.any():
+        return out
+    for i in np.flatnonzero(bad):
+        if reasons[i] is None:
+            reasons[i] = f"input '{field.name}' is {out[i]}: only finite numbers can be scored"
+    out = out.copy()
+    out[bad] = 0.0
     return out
 
 
@@ -161,7 +175,8 @@ def _stacked(values: pa.Array, shapes: pa.Array, fits: np.ndarray, want: tuple[i
 @dataclass
 class Scored:
     """Per row: why it failed and at which stage (None, "": scored); per output, the rows'
-    values (None for a row that failed)."""
+    values, an array where the model gave one (a failed row's value there is meaningless)
+    or a list (None for a failed row)."""
 
     reasons: list[str | None]
     stages: list[str]
@@ -193,13 +208,30 @@ def _predict_isolating(model: LoadedModel, values: dict[str, np.ndarray], rows: 
         _predict_isolating(model, values, rows[middle:], scored)
         return
     bad = _non_finite_rows(outputs, len(rows))
-    n = len(scored.reasons)
     for name, column in outputs.items():
-        target = scored.outputs.setdefault(name, [None] * n)
-        for row, value in zip(rows.tolist(), column, strict=True):
-            target[row] = value
+        _scatter(scored, name, column, rows)
     for position, names in bad.items():
         _fail(scored, rows[position:position + 1], f"the model returned non-finite output(s) {names}")
+
+
+def _scatter(scored: Scored, name: str, column: Sequence[Any], rows: np.ndarray) -> None:
+    """The rows' values into the output's column over the whole batch: an array stays one
+    (what a failed row holds there is never read), anything else becomes a list."""
+    n = len(scored.reasons)
+    target = scored.outputs.get(name)
+    if isinstance(column, np.ndarray) and column.dtype.kind in "fiub":
+        if target is None and len(rows) == n:
+            scored.outputs[name] = column
+            return
+        if target is None or isinstance(target, np.ndarray) and target.shape[1:] == column.shape[1:]:
+            if target is None:
+                target = scored.outputs[name] = np.zeros((n, *column.shape[1:]), column.dtype)
+            target[rows] = column
+            return
+    if not isinstance(target, list):
+        target = scored.outputs[name] = [None] * n if target is None else list(target)
+    for row, value in zip(rows.tolist(), column, strict=True):
+        target[row] = value
 
 
 def _check_lengths(outputs: dict[str, Sequence[Any]], rows: int) -> None:
@@ -232,4 +264,5 @@ def _fail(scored: Scored, rows: np.ndarray, reason: str) -> None:
     for row in rows.tolist():
         scored.reasons[row], scored.stages[row] = reason, "score"
         for column in scored.outputs.values():
-            column[row] = None
+            if isinstance(column, list):
+                column[row] = None

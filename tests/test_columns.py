@@ -217,3 +217,19 @@ def test_outputs_of_every_kind_survive_the_columns_and_an_unwritable_one_fails_i
     assert (result.outputs["i"].int64_value, result.outputs["flag"].int64_value) == (3, 1)
     assert (result.outputs["s"].string_value, result.outputs["b"].bytes_value) == ("ok", b"\x00\xff")
     assert result.outputs["f"].double_value == 1.5 and result.outputs["bad"].double_value == 1.0
+
+
+def test_a_tensor_output_given_as_one_array_is_written_row_by_row_with_its_shape():
+    class Stacked(Fields):
+        input_fields = {"a": InputField("a", "float")}
+
+        def predict_columns(self, columns, rows):
+            return {"t": np.arange(6, dtype=np.float32).reshape(1, 2, 3) * columns["a"].reshape(-1, 1, 1)}
+
+    records = [make_record(f"r{i}", "dt", {"a": float(i)}, 0) for i in range(3)]
+    batch = to_columns("dt", [Arrived(r, False, b"") for r in records])
+    scored = score_columns(Stacked(), batch)
+    columns = outcomes_to_columns(batch, [("stacked", 1)] * 3, scored.stages, scored.reasons, scored.outputs)
+    results = [pb.ScoringResult.FromString(m) for _, m in messages.from_columns(columns)]
+    assert [list(r.outputs["t"].tensor_value.shape) for r in results] == [[2, 3]] * 3
+    assert list(results[2].outputs["t"].tensor_value.values) == [0, 2, 4, 6, 8, 10]
