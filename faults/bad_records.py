@@ -101,7 +101,7 @@ WRONG_VALUES: list[Callable[[], pb.Value]] = [
     lambda: pb.Value(tensor_value=pb.Tensor(shape=[2, 2], values=[1.0, 2.0, 3.0])),  # shape lies
     lambda: pb.Value(),  # no kind at all
 ]
-WRONG_TYPE_REASONS = "the model takes a|value has no kind set|does not match its"
+WRONG_TYPE_REASONS = "the model takes a|value has no kind set|does not fit its"
 
 
 def wrong_type(rng: random.Random, row: Row, record_id: str, data_type: str) -> pb.DataRecord:
