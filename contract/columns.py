@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from contract import scoring_pb2 as pb
+from contract.values import value_kind
 
 FIXED = ("record_id", "event_time_ms", "json", "digest", "original")
 # Value's oneof kind -> (column suffix, Arrow type)
@@ -148,7 +149,7 @@ def _output_columns(name: str, values: Sequence) -> tuple[dict[str, pa.Array], d
         if value is None:
             continue
         try:
-            kind, item = _output_kind(value)
+            kind, item = value_kind(value)
         except TypeError as err:
             unwritable[row] = err
             continue
@@ -174,25 +175,6 @@ def _tensor_columns(name: str, values: np.ndarray) -> dict[str, pa.Array]:
     dims = pa.array(np.tile(np.asarray(shape, np.int64), rows))
     return {name + "#tensor": pa.ListArray.from_arrays(offsets, flat),
             name + SHAPE: pa.ListArray.from_arrays(pa.array(np.arange(rows + 1, dtype=np.int32) * len(shape)), dims)}
-
-
-def _output_kind(value) -> tuple[str, object]:
-    """As contract.values.set_value encodes an output: the Value kind, and the value."""
-    if isinstance(value, np.ndarray) and value.ndim > 0:
-        if value.dtype.kind in "OSU":
-            raise TypeError("string tensors are not supported as outputs")
-        return "tensor_value", value
-    if isinstance(value, np.ndarray | np.generic):
-        value = value.item()
-    if isinstance(value, bool | int):
-        return "int64_value", int(value)
-    if isinstance(value, float):
-        return "double_value", value
-    if isinstance(value, str):
-        return "string_value", value
-    if isinstance(value, bytes):
-        return "bytes_value", value
-    raise TypeError(f"cannot encode {type(value).__name__} as a Value")
 
 
 def outputs_of_row(batch: pa.RecordBatch, row: int) -> dict[str, object]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -41,26 +42,31 @@ def to_proto(value: PyValue | np.generic) -> pb.Value:
 
 def set_value(target: pb.Value, value: PyValue | np.generic) -> None:
     """Set an empty `Value` in place (a map entry, say: no message built and copied)."""
+    kind, item = value_kind(value)
+    if kind == "tensor_value":
+        target.tensor_value.shape.extend(item.shape)
+        target.tensor_value.values.extend(item.astype(np.float32).ravel().tolist())
+    else:
+        setattr(target, kind, item)
+
+
+def value_kind(value: PyValue | np.generic) -> tuple[str, Any]:
+    """Which of Value's kinds holds `value`, and the value as that kind takes it."""
     if isinstance(value, np.ndarray) and value.ndim > 0:
         if value.dtype.kind in "OSU":
             raise TypeError("string tensors are not supported as outputs")
-        target.tensor_value.shape.extend(value.shape)
-        target.tensor_value.values.extend(value.astype(np.float32).ravel().tolist())
-        return
+        return "tensor_value", value
     if isinstance(value, np.ndarray | np.generic):  # a 0-d array or a numpy scalar
         value = value.item()
-    if isinstance(value, bool):
-        target.int64_value = int(value)
-    elif isinstance(value, int):
-        target.int64_value = value
-    elif isinstance(value, float):
-        target.double_value = value
-    elif isinstance(value, str):
-        target.string_value = value
-    elif isinstance(value, bytes):
-        target.bytes_value = value
-    else:
-        raise TypeError(f"cannot encode {type(value).__name__} as a Value")
+    if isinstance(value, bool | int):
+        return "int64_value", int(value)
+    if isinstance(value, float):
+        return "double_value", value
+    if isinstance(value, str):
+        return "string_value", value
+    if isinstance(value, bytes):
+        return "bytes_value", value
+    raise TypeError(f"cannot encode {type(value).__name__} as a Value")
 
 
 def inputs_of(record: pb.DataRecord) -> dict[str, PyValue]:
