@@ -32,6 +32,15 @@ SESSION_MARK = "SCORING_TEST_SESSION"
 os.environ[SESSION_MARK] = uuid.uuid4().hex
 
 
+def _interrupted(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+# `kill` (SIGTERM) ends the run as Ctrl-C does, so the fixtures stop their brokers and clusters
+# and pytest_sessionfinish still sweeps the marked processes (a plain SIGTERM left them running).
+signal.signal(signal.SIGTERM, _interrupted)
+
+
 def pytest_sessionfinish(session, exitstatus):
     """Fail the run if a process the tests started outlives them (and stop it)."""
     left = stop_marked(SESSION_MARK, os.environ[SESSION_MARK], grace_s=20)
