@@ -73,13 +73,14 @@ def _predict_isolating(model: LoadedModel, items, outcomes) -> None:
 
 
 def non_finite_outputs(outputs: Outputs) -> list[str]:
-    bad = []
-    for name, value in outputs.items():
-        if isinstance(value, float) and not math.isfinite(value):
-            bad.append(name)
-        elif isinstance(value, np.ndarray) and value.dtype.kind == "f" and not np.isfinite(value).all():
-            bad.append(name)
-    return sorted(bad)
+    return sorted(name for name, value in outputs.items() if non_finite(value))
+
+
+def non_finite(value: object) -> bool:
+    """A float or float array holding NaN or an infinity."""
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    return isinstance(value, np.ndarray) and value.dtype.kind == "f" and not np.isfinite(value).all()
 
 
 def warm_up(model: LoadedModel, samples: Sequence[Mapping[str, PyValue]] | None = None) -> int:

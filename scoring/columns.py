@@ -8,7 +8,6 @@ taken is widened, as `check_input` does), a shape that does not fit, a non-finit
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +18,7 @@ import pyarrow.compute as pc
 
 from contract.columns import KINDS, SHAPE
 from scoring.backends.base import InputField, LoadedModel
+from scoring.batch import non_finite
 
 SUFFIX_NAMES = {"": "float", "#int": "int", "#str": "string", "#bytes": "bytes", "#tensor": "tensor"}
 ACCEPTS = {"float": ("", "#int"), "int": ("#int",), "string": ("#str", "#bytes")}
@@ -248,16 +248,10 @@ def _non_finite_rows(outputs: dict[str, Sequence[Any]], rows: int) -> dict[int, 
         if isinstance(column, np.ndarray) and column.dtype.kind == "f":
             finite = np.isfinite(column.reshape(rows, -1)).all(axis=1) if rows else np.ones(0, bool)
         else:
-            finite = np.array([not _non_finite(v) for v in column], dtype=bool)
+            finite = np.array([not non_finite(v) for v in column], dtype=bool)
         for position in np.flatnonzero(~finite):
             bad.setdefault(int(position), []).append(name)
     return bad
-
-
-def _non_finite(value: Any) -> bool:
-    if isinstance(value, float):
-        return not math.isfinite(value)
-    return isinstance(value, np.ndarray) and value.dtype.kind == "f" and not np.isfinite(value).all()
 
 
 def _fail(scored: Scored, rows: np.ndarray, reason: str) -> None:
