@@ -2,8 +2,8 @@
 Python (docs/columnar.md). The JVM's RecordBatcher will write the same schema; `to_columns`
 is the reference it is checked against.
 
-Fixed columns: record_id, event_time_ms, json (the record came as JSON), digest (BLAKE2b-128
-of its bytes) and original (the bytes). Then per input name one column per kind that some
+Fixed columns: record_id, event_time_ms, json (the record came as JSON), digest (SHA-256,
+first 16 bytes) and original (the bytes). Then per input name one column per kind that some
 row sent: `<name>` float64, `<name>#int` int64, `<name>#str` utf8, `<name>#bytes` binary,
 `<name>#tensor` list<float32> with `<name>#shape` list<int64>; null where a row sent
 another kind or nothing.
@@ -36,7 +36,8 @@ DATA_TYPE_KEY = b"data_type"
 
 
 def digest(raw: bytes) -> bytes:
-    return hashlib.blake2b(raw, digest_size=16).digest()
+    """The first 16 bytes of the record's SHA-256 (the JVM's RecordBatcher computes the same)."""
+    return hashlib.sha256(raw).digest()[:16]
 
 
 @dataclass(frozen=True)

@@ -15,15 +15,16 @@ not the machine); about 0.5 us a record at batches of 64. Records that then scor
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from contract import columns
+
 
 def digest(raw: bytes) -> str:
-    return hashlib.blake2b(raw, digest_size=16).hexdigest()
+    return columns.digest(raw).hex()
 
 
 class CrashJournal:
