@@ -157,6 +157,29 @@ def keyed_by_data_type(records: DataStream, record_format: str, max_record_bytes
     return KeyedStream(keyed, BYTES, records)
 
 
+def batched_by_data_type(records: DataStream, record_format: str, max_record_bytes: int, batch_size: int,
+                         max_wait_ms: int) -> KeyedStream:
+    """The columnar path: records read into Arrow column batches per data type on the JVM, by the
+    job's RecordBatcher (jvm/operators; flushed before every checkpoint barrier), keyed by
+    data type as `keyed_by_data_type` keys single records."""
+    jvm = get_gateway().jvm
+    batcher = jvm.io.github.flinkscoring.RecordBatcher(record_format, max_record_bytes, batch_size, max_wait_ms)
+    keyed = (records._j_data_stream
+             .transform("read records into column batches", Types.ROW([Types.STRING(), BYTES]).get_java_type_info(),
+                        batcher)
+             .uid("batch-records")
+             .keyBy(jvm.KeyByKeySelector(), Types.ROW([Types.STRING()]).get_java_type_info()))
+    return KeyedStream(keyed, BYTES, records)
+
+
+def written_from_columns(scored: DataStream) -> DataStream:
+    """The columnar path: scored batches written as one message per record on the JVM (the
+    job's WriteResults): results on the main output, dead letters on "dead-letters"."""
+    writer = get_gateway().jvm.io.github.flinkscoring.WriteResults()
+    return DataStream(scored._j_data_stream.process(writer, BYTES.get_java_type_info())
+                      .name("write results").uid("write-results"))
+
+
 def routed_by_tag(tagged: DataStream, side_outputs: Sequence[str], name: str, uid: str) -> DataStream:
     """The tagged outputs of a Python function (first byte 0: main output, i: the i-th of
     `side_outputs`), split on the JVM by the job's RouteByTag (jvm/operators). Its side

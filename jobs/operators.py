@@ -360,9 +360,9 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
         status = self.manager.get(only, urgent=True) if only is not None else None
         return unservable_reason(km, status, self.manager.retry_after_s)
 
-    def _hold_refusal(self, data_type: str, km: KeyState | None) -> str:
+    def _hold_refusal(self, data_type: str, km: KeyState | None, incoming: int = 1) -> str:
         return hold_refusal(km.held if km else 0, data_type in self.accepted, self.held_total,
-                            self._waited_ms(data_type, km), self.limits)
+                            self._waited_ms(data_type, km), self.limits, incoming)
 
     def _waited_ms(self, data_type: str, km: KeyState | None) -> float:
         """How long the key's records have waited for a descriptor of their data type (0 once it has one)."""
@@ -409,12 +409,16 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
                 failed_id=self.failed_state.value() or "",
                 rollout=rollout, watch=watch,
                 previous=pb.ModelDescriptor.FromString(previous) if previous else None,
-                held=sum(1 for _ in self.buffer.get() or ()),  # restored from a checkpoint
+                held=self._restored_held(),
             )
             self.keys[data_type] = km
             if km.current is None:
                 self._unserved(km, km.held)
         return km
+
+    def _restored_held(self) -> int:
+        """Records in the key's buffer as restored from a checkpoint (one per entry)."""
+        return sum(1 for _ in self.buffer.get() or ())
 
     def _save(self, km: KeyState) -> None:
         """Writes the key's lifecycle to keyed state (the buffer is written as it changes)."""

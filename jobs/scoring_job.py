@@ -23,12 +23,14 @@ from jobs.flink_env import (
     DELIVERY,
     EXECUTION_MODES,
     STARTING_OFFSETS,
+    batched_by_data_type,
     bytes_sink,
     bytes_source,
     execution_environment,
     keyed_by_data_type,
     routed_by_tag,
     side_output,
+    written_from_columns,
 )
 from jobs.operators import (
     SIDE_OUTPUTS,
@@ -37,6 +39,7 @@ from jobs.operators import (
     ScoreRecords,
     accepted_models,
 )
+from jobs.score_batches import ScoreBatches
 from model_store.kafka_config import KafkaClientConfig, KafkaConfigError
 from model_store.kafka_io import check_models_topic
 from scoring.options import ScoringOptions
@@ -131,6 +134,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     flag("--job-name", default="model scoring")
     flag("--models-topic-check", choices=["warn", "refuse", "off"], default="warn",
          help="at start, check that the models topic is compacted: warn, or refuse to start, if it is not")
+    flag("--columnar", type=lambda v: str(v).lower() in ("1", "true", "yes"), default=False,
+         help="read records into column batches and write results on the JVM; Python scores one "
+              "batch per element (docs/columnar.md)")
     flag("--passthrough", type=lambda v: str(v).lower() in ("1", "true", "yes"), default=False,
          help="benchmarks only: run the whole topology but return empty outputs without a model call")
     return p.parse_args(argv)
@@ -192,26 +198,35 @@ def build(env, args: argparse.Namespace, kafka: KafkaClientConfig, score=None) -
         (stream.sink_to(bytes_sink(kafka, topic, args.delivery, transactional_id_prefix=f"{args.group_id}-{name}"))
          .name(f"kafka: {topic}").uid(f"sink-{name}"))
 
-    records = keyed_by_data_type(source(args.data_topic, args.group_id, args.starting_offsets, "data-source"),
-                                 options.record_format, options.max_record_bytes)
+    data = source(args.data_topic, args.group_id, args.starting_offsets, "data-source")
+    if args.columnar:
+        records = batched_by_data_type(data, options.record_format, options.max_record_bytes, options.batch_size,
+                                       options.batch_max_wait_ms)
+    else:
+        records = keyed_by_data_type(data, options.record_format, options.max_record_bytes)
     # Model updates are read from the start, so a fresh job learns every data type's model.
     models = routed_by_tag(
         source(args.models_topic, args.group_id + "-models", "earliest", "models-source")
         .process(ParseDescriptors(options.trusted_keys, options.revoked), output_type=BYTES)
         .name("parse model descriptors").uid("parse-model-descriptors"),
         SIDE_OUTPUTS, "route descriptors", "route-descriptors")
-    scored = routed_by_tag(
+    routed = routed_by_tag(
         records.connect(models.broadcast(accepted_models(args.execution_mode)))
-        .process(score or ScoreRecords(options, args.execution_mode), output_type=BYTES)
+        .process(score or (ScoreBatches if args.columnar else ScoreRecords)(options, args.execution_mode),
+                 output_type=BYTES)
         .name("score").uid("score"),
         SIDE_OUTPUTS, "route outputs", "route-outputs")
+    scores, dead_letters = routed, side_output(routed, "dead-letters")
+    if args.columnar:  # the main output carries scored batches: results and dead letters are written here
+        scores = written_from_columns(routed)
+        dead_letters = dead_letters.union(side_output(scores, "dead-letters"))
 
-    sink(scored, args.scores_topic, "scores")
-    sink(side_output(scored, "dead-letters"), args.dead_letters_topic, "dead-letters")
-    sink(side_output(models, "model-events").union(side_output(scored, "model-events")),
+    sink(scores, args.scores_topic, "scores")
+    sink(dead_letters, args.dead_letters_topic, "dead-letters")
+    sink(side_output(models, "model-events").union(side_output(routed, "model-events")),
          args.model_events_topic, "model-events")
     if args.pairs_topic:
-        sink(side_output(scored, "shadow-pairs"), args.pairs_topic, "pairs")
+        sink(side_output(routed, "shadow-pairs"), args.pairs_topic, "pairs")
 
 
 def kafka_config(args: argparse.Namespace) -> KafkaClientConfig:

@@ -236,17 +236,19 @@ class HoldLimits:
     unpublished_ms: int  # records of a data type with no descriptor: held this long at most
 
 
-def hold_refusal(held: int, published: bool, held_total: int, waited_ms: float, limits: HoldLimits) -> str:
-    """Why a record that no model can score now is not held ("" when it is). A data type with
+def hold_refusal(held: int, published: bool, held_total: int, waited_ms: float, limits: HoldLimits,
+                 incoming: int = 1) -> str:
+    """Why `incoming` records (one, or a batch of columns) that no model can score now are not
+    held ("" when they are). A data type with
     no accepted descriptor is held only briefly (`waited_ms`: since its first held record), for
     a descriptor published just before its records may arrive just after them; and caps."""
     if not published and waited_ms >= limits.unpublished_ms:
         return (f"no model has been published for this data type (its records waited "
                 f"{limits.unpublished_ms / 1000:g}s for one, --hold-unpublished-ms). Publish a model "
                 "for it, then send its records again")
-    if held >= limits.per_key:
+    if held + incoming > limits.per_key:
         return f"no model is ready for this data type and {held} records are already held (--max-held-records)"
-    if held_total >= limits.total:
+    if held_total + incoming > limits.total:
         return (f"no model is ready for this data type and this subtask already holds {held_total} records "
                 "of data types without one (--max-held-total)")
     return ""

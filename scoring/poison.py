@@ -33,13 +33,13 @@ class CrashJournal:
     def __init__(self, path: Path | None, max_crashes: int = 2) -> None:
         self.max_crashes = max_crashes
         self.crashes: dict[str, int] = {}
-        self._in_flight: list[str] = []
+        self._in_flight = ""  # the hex digests of the batch being scored, one after the other
         self._fd = -1
         self._size = 0  # of the file: the longest write so far
         if path is None:
             return
         previous = _read(path)
-        for d in previous.get("in_flight", []):  # the last task died while these were scored
+        for d in _split(previous.get("in_flight", "")):  # the last task died while these were scored
             self.crashes[d] = self.crashes.get(d, 0) + 1
         for d, n in previous.get("crashes", {}).items():
             self.crashes[d] = self.crashes.get(d, 0) + int(n)
@@ -48,21 +48,30 @@ class CrashJournal:
         self._write()
 
     def crashes_of(self, raw: bytes) -> int:
-        return self.crashes.get(digest(raw), 0) if self.crashes else 0
+        return self.crashes_of_digest(digest(raw)) if self.crashes else 0
+
+    def crashes_of_digest(self, hex_digest: str) -> int:
+        return self.crashes.get(hex_digest, 0)
 
     def poisoned(self, raw: bytes) -> bool:
         return self.crashes_of(raw) >= self.max_crashes
 
     def scoring(self, raws: Sequence[bytes]) -> None:
         """Before a model call: these records are in flight."""
-        self._in_flight = [digest(r) for r in raws]
+        self._in_flight = "".join(digest(r) for r in raws)
+        self._write()
+
+    def scoring_digests(self, digests: bytes) -> None:
+        """Before a model call on a batch of columns: its rows' 16-byte digests, one after the other."""
+        self._in_flight = digests.hex()
         self._write()
 
     def scored(self) -> None:
         """After it: none is in flight, and those that had crashed before did not this time."""
-        for d in self._in_flight:
-            self.crashes.pop(d, None)
-        self._in_flight = []
+        if self.crashes:
+            for d in _split(self._in_flight):
+                self.crashes.pop(d, None)
+        self._in_flight = ""
         self._write()
 
     def close(self) -> None:
@@ -78,6 +87,10 @@ class CrashJournal:
         # batch would cost five times the write.
         os.pwrite(self._fd, data.ljust(self._size), 0)
         self._size = max(self._size, len(data))
+
+
+def _split(in_flight: str) -> list[str]:
+    return [in_flight[i:i + 32] for i in range(0, len(in_flight), 32)] if isinstance(in_flight, str) else []
 
 
 def _read(path: Path) -> dict:

@@ -1,0 +1,31 @@
+"""The scoring job's columnar path (--columnar: records read into column batches and results
+written on the JVM, docs/columnar.md) passes the record path's own end-to-end tests: the same
+test functions, run against one columnar job on a real MiniCluster, real broker and store."""
+
+from __future__ import annotations
+
+import pytest
+
+from infra.job_harness import RunningJob, ScoringSetup
+from tests.test_scoring_job import (  # noqa: F401 - collected here, against the columnar job
+    test_a_bad_model_is_rejected_while_the_old_one_keeps_serving,
+    test_an_onnx_model_scores_as_onnx_runtime_itself_scores_the_same_records,
+    test_bad_records_are_dead_lettered_while_good_ones_flow,
+    test_half_the_images_come_with_their_explanation_and_the_cli_draws_one,
+    test_json_records_get_json_results_beside_protobuf_ones,
+    test_records_of_a_data_type_nobody_publishes_wait_briefly_then_are_dead_lettered,
+    test_several_data_types_served_at_once_by_their_own_models,
+    test_swap_mid_stream_scores_every_record_once_by_one_version,
+)
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def scoring(kafka, store, tmp_path_factory):
+    repo, server = store
+    setup = ScoringSetup(kafka.bootstrap_servers, repo, server.base_url, tmp_path_factory.mktemp("columnar-job"))
+    with RunningJob(setup.job_args(hold_unpublished_ms=5000, columnar="true"), setup.workdir / "job.log") as job:
+        setup.job = job
+        yield setup
+        job.assert_running()
