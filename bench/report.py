@@ -8,7 +8,12 @@ PROFILES = "bench/results/profile-<kind>.txt"  # written by `python -m bench.pro
 TARGETS = [
     # (label, value, target, higher is better)
     ("PMML job / raw PMML", lambda r: r["throughput"]["pmml_rps"] / r["throughput"]["raw_pmml_rps"], 0.5, True),
-    ("TF job / raw TF", lambda r: r["throughput"]["tf_rps"] / r["throughput"]["raw_tf_rps"], 0.25, True),
+    ("TF job / raw TF", lambda r: r["throughput"]["tf_rps"] / r["throughput"]["raw_tf_rps"], 0.5, True),
+    ("ONNX job / raw ONNX Runtime", lambda r: r["throughput"]["onnx_rps"] / r["throughput"]["raw_onnx_rps"], 0.5, True),
+    ("pass-through / JVM-only job", lambda r: r["throughput"]["passthrough_rps"] / r["throughput"]["jvm_only_rps"],
+     0.7, True),
+    *((f"{label} / the record path, same run", lambda r, k=key: r["throughput"]["ratios"][f"{k}_over_record_path"],
+       3.0, True) for label, key in (("pass-through", "passthrough"), ("TF job", "tf"), ("ONNX job", "onnx"))),
     ("pass-through / bare PyFlink", lambda r: r["throughput"]["passthrough_rps"] / r["throughput"]["bare_pyflink_rps"],
      0.85, True),
     ("TF job, thread mode / raw TF", lambda r: r["throughput"]["tf_thread_rps"] / r["throughput"]["raw_tf_rps"],
@@ -57,9 +62,17 @@ def markdown(report: dict) -> str:
                 "TaskManager's JVM, where PMML does not load)\n",
                 "| case | process p=1 | thread p=1 | thread ÷ process | ÷ pass-through (process) | ÷ raw library "
                 "| process p=2 |", "|---|---:|---:|---:|---:|---:|---:|"]
-        for label, key, raw in [("bare PyFlink (same topology, identity functions)", "bare_pyflink", None),
-                                ("pass-through", "passthrough", None), ("PMML", "pmml", "raw_pmml_rps"),
-                                ("TensorFlow", "tf", "raw_tf_rps"), ("remote HTTP (TF)", "remote_http", "raw_tf_rps")]:
+        rows = [("JVM only (the job's source, keying, sink; a Java identity, no Python)", "jvm_only", None),
+                ("bare PyFlink (same topology, identity functions)", "bare_pyflink", None),
+                ("pass-through", "passthrough", None), ("PMML", "pmml", "raw_pmml_rps"),
+                ("TensorFlow", "tf", "raw_tf_rps"), ("ONNX", "onnx", "raw_onnx_rps"),
+                ("remote HTTP (TF)", "remote_http", "raw_tf_rps"),
+                ("pass-through, record path", "passthrough_record_path", None),
+                ("TensorFlow, record path", "tf_record_path", "raw_tf_rps"),
+                ("ONNX, record path", "onnx_record_path", "raw_onnx_rps")]
+        for label, key, raw in rows:
+            if f"{key}_rps" not in t:
+                continue
             rps, thread = t[f"{key}_rps"], t.get(f"{key}_thread_rps")
             cells = [_fmt(rps), _fmt(thread) if thread else "—", f"{thread / rps:.2f}" if thread else "—",
                      f"{rps / t['passthrough_rps']:.2f}", _fmt(rps / t[raw]) if raw else "—",
@@ -70,7 +83,16 @@ def markdown(report: dict) -> str:
             if key in t:
                 out.append(f"| {label} | {_fmt(t[key])} | | | {t[key] / t['passthrough_rps']:.2f} | | |")
         out.append(f"| raw PMML (no Flink, batches of 256) | {_fmt(t['raw_pmml_rps'])} | | | | | |")
-        out.append(f"| raw TF (no Flink, batches of 256) | {_fmt(t['raw_tf_rps'])} | | | | | |\n")
+        out.append(f"| raw TF (no Flink, batches of 256) | {_fmt(t['raw_tf_rps'])} | | | | | |")
+        if "raw_onnx_rps" in t:
+            out.append(f"| raw ONNX Runtime (no Flink, batches of 256) | {_fmt(t['raw_onnx_rps'])} | | | | | |")
+        out += ["", "The job's own Python per batch and per record (columnar path, process mode; the model call "
+                "included; PyFlink's own per-element work is not):\n",
+                "| case | records per call | µs per batch | µs per record |", "|---|---:|---:|---:|"]
+        out += [f"| {k} | {t[f'{k}_records_per_call']:.0f} | {t[f'{k}_python_us_per_batch']:,.0f} | "
+                f"{t[f'{k}_python_us_per_record']:.2f} |" for k in ("passthrough", "pmml", "tf", "onnx")
+                if f"{k}_python_us_per_batch" in t]
+        out.append("")
     if "latency" in report:
         out += ["## End-to-end latency at half the measured maximum (at-least-once, ms)\n",
                 "| model (mode) | records/s | p50 | p99 | max |", "|---|---:|---:|---:|---:|"]
@@ -148,13 +170,16 @@ def chart(report: dict, target: Path) -> None:
     for ax, panel in zip(axes[0], panels, strict=False):
         if panel == "throughput":
             t = report["throughput"]
-            bars = [("bare PyFlink", "bare_pyflink_rps", "black"), ("pass-through", "passthrough_rps", "grey"),
-                    ("PMML", "pmml_rps", "C0"), ("TF", "tf_rps", "C1"),
+            bars = [("JVM only", "jvm_only_rps", "black"),
+                    ("bare PyFlink", "bare_pyflink_rps", "black"), ("pass-through", "passthrough_rps", "grey"),
+                    ("PMML", "pmml_rps", "C0"), ("TF", "tf_rps", "C1"), ("ONNX", "onnx_rps", "C4"),
+                    ("TF, record path", "tf_record_path_rps", "C1"),
                     ("bare, thread", "bare_pyflink_thread_rps", "black"),
                     ("pass-through, thread", "passthrough_thread_rps", "grey"), ("TF, thread", "tf_thread_rps", "C1"),
                     ("remote HTTP", "remote_http_rps", "C3"),
                     ("plain PMML", "plain_consumer_pmml_rps", "C2"), ("plain TF", "plain_consumer_tf_rps", "C2"),
-                    ("raw PMML", "raw_pmml_rps", "C0"), ("raw TF", "raw_tf_rps", "C1")]
+                    ("raw PMML", "raw_pmml_rps", "C0"), ("raw TF", "raw_tf_rps", "C1"),
+                    ("raw ONNX", "raw_onnx_rps", "C4")]
             bars = [b for b in bars if b[1] in t]
             ax.bar([b[0] for b in bars], [t[b[1]] for b in bars], color=[b[2] for b in bars])
             ax.set_yscale("log")

@@ -333,7 +333,7 @@ class Bench:
         with RunningJob(args, setup.workdir / "job.log", env=env, module=module) as job:
             producer_rps = self.warm_then_measure(setup, job, n, timeout_s, before_measure, workload)
             rss = peak_rss_mb(job.proc.pid)
-        parse = pb.DataRecord.FromString if module == "bench.bare_job" else read_result
+        parse = pb.DataRecord.FromString if module in BASELINES.values() else read_result
         events = read_all(setup.bootstrap, setup.topics["model-events"], pb.ModelEvent.FromString)
         return {**steady(result_times(setup.bootstrap, setup.topics["scores"], parse)), "records": n,
                 "producer_rps": producer_rps, "rss_mb": rss, "events": events}
@@ -365,6 +365,10 @@ def raw_library(bench: Bench, kinds: tuple[str, ...] = ("pmml", "tf"), n: int = 
     return out
 
 
+# The baselines' jobs: their "scores" are the records themselves.
+BASELINES = {"bare": "bench.bare_job", "jvm_only": "bench.jvm_only_job"}
+
+
 def throughput_case(bench: Bench, kind: str, parallelism: int, n: int, workload: Workload | None = None,
                     flags: list[str] | None = None, label: str = "", **job_args) -> dict:
     """The job with its default batch size and wait, as users run it (the sweep varies them);
@@ -374,14 +378,14 @@ def throughput_case(bench: Bench, kind: str, parallelism: int, n: int, workload:
     w = workload or bench.wine
     thread = job_args.get("execution_mode") == "thread"
     label = label or kind + (" (thread mode)" if thread else "")
-    bench.publish(setup, ("tf" if thread else "pmml") if kind in ("passthrough", "bare") else kind, w.data_types, flags)
-    found = bench.run_job(setup, n, timeout_s=900, parallelism=parallelism,
-                          module="bench.bare_job" if kind == "bare" else "jobs.scoring_job",
+    bench.publish(setup, ("tf" if thread else "pmml") if kind in (*BASELINES, "passthrough") else kind,
+                  w.data_types, flags)
+    found = bench.run_job(setup, n, timeout_s=900, parallelism=parallelism, module=BASELINES.get(kind, "jobs.scoring_job"),
                           passthrough=str(kind == "passthrough").lower(), workload=w, **job_args)
     log(f"{label} p={parallelism}: {found['results']:,} of {n:,} results, {found['rps']:,.0f} records/s steady "
         f"({found['before_window']:,} before and {found['after_window']:,} after the window; "
         f"producer {found['producer_rps']:,.0f}/s)")
-    return {k: v for k, v in found.items() if k != "events"} | {"parallelism": parallelism}
+    return {k: v for k, v in found.items() if k != "events"} | {"parallelism": parallelism} | model_calls(found["events"])
 
 
 def rollout_case(bench: Bench, n: int) -> dict:
@@ -569,11 +573,15 @@ def model_calls(events: list[pb.ModelEvent]) -> dict[str, float]:
     """Model-call statistics over every data type (each one's latest STATS event): batches are
     flushed by size or by the batch wait, so a call holds `records_per_call`, not the size."""
     latest = {e.data_type: e.stats for e in events if e.state == Event.STATS}
-    usage, calls, total_ms = (sum(s[k] for s in latest.values()) for k in ("usage", "batches", "total_ms"))
+    usage, calls, total_ms, serve_ms = (sum(s.get(k, 0.0) for s in latest.values())
+                                        for k in ("usage", "batches", "total_ms", "serve_ms"))
     nan = float("nan")
     return {"batch_mean_ms": total_ms / calls if calls else nan,
             "records_per_call": usage / calls if calls else nan,
-            "ms_per_record_in_batch": total_ms / usage if usage else nan}
+            "ms_per_record_in_batch": total_ms / usage if usage else nan,
+            # the columnar path: all of the job's own Python per batch and per record, the model call included
+            "python_us_per_batch": serve_ms * 1000 / calls if calls and serve_ms else nan,
+            "python_us_per_record": serve_ms * 1000 / usage if usage and serve_ms else nan}
 
 
 def produce_at_rate(bootstrap: str, topic: str, w: Workload, rate: float, seconds: float) -> int:
@@ -805,10 +813,51 @@ DEFAULT_SECTIONS = ("throughput", "latency", "swap", "many_models")
 SECTIONS = (*DEFAULT_SECTIONS, "formats", "security", "rollout", "batch_sweep", "parallel", "scale")
 
 
+COLUMNAR = {"columnar": "true", "batch_size": 512}  # the main cases: the columnar path as docs/columnar.md runs it
+
+
+def throughput_section(bench: Bench, n: int) -> dict:
+    """The main run's rates, side by side: the raw libraries, the JVM-only and bare-PyFlink
+    baselines, the job (columnar, the default) per backend in both execution modes, the record
+    path for comparison, and plain consumer loops. Cases that run below ~20k records/s get a
+    quarter of the records: their steady window is long enough with fewer."""
+    slow = max(n // 4, 1000)
+    t = raw_library(bench, ("pmml", "tf", "onnx"))
+    stop_on_sigterm()  # pypmml's in-process JVM took SIGTERM over: it would exit, skipping the clean-ups
+    t["jvm_only_rps"] = throughput_case(bench, "jvm_only", 1, n)["rps"]
+    t["bare_pyflink_rps"] = throughput_case(bench, "bare", 1, n)["rps"]
+    for kind in ("passthrough", "pmml", "tf", "onnx"):
+        found = throughput_case(bench, kind, 1, slow if kind == "pmml" else n, **COLUMNAR)
+        t[f"{kind}_rps"] = found["rps"]
+        for key in ("python_us_per_batch", "python_us_per_record", "records_per_call"):
+            t[f"{kind}_{key}"] = found[key]
+    # Thread mode: the Python embedded in the TaskManager's JVM; PMML does not load there.
+    t["bare_pyflink_thread_rps"] = throughput_case(bench, "bare", 1, n, execution_mode="thread")["rps"]
+    for kind in ("passthrough", "tf", "onnx"):
+        t[f"{kind}_thread_rps"] = throughput_case(bench, kind, 1, n, execution_mode="thread", **COLUMNAR)["rps"]
+    # The record path (one element per record, as before the columnar path), in the same run.
+    for kind in ("passthrough", "tf", "onnx"):
+        t[f"{kind}_record_path_rps"] = throughput_case(bench, kind, 1, slow, label=f"{kind} record path",
+                                                       columnar="false", batch_size=64)["rps"]
+    for kind in ("pmml", "tf"):
+        t[f"plain_consumer_{kind}_rps"] = plain_consumer_case(bench, kind, slow)["rps"]
+    # ~165 records/s: a few thousand records give a steady rate.
+    t["remote_http_rps"] = throughput_case(bench, "remote", 1, max(n // 250, 1000))["rps"]
+    t["ratios"] = {
+        "passthrough_over_jvm_only": t["passthrough_rps"] / t["jvm_only_rps"],
+        **{f"{k}_over_raw": t[f"{k}_rps"] / t[f"raw_{k}_rps"] for k in ("pmml", "tf", "onnx")},
+        **{f"{k}_over_record_path": t[f"{k}_rps"] / t[f"{k}_record_path_rps"] for k in ("passthrough", "tf", "onnx")},
+        **{f"{k}_thread_over_process": t[f"{k}_thread_rps"] / t[f"{k}_rps"] for k in ("passthrough", "tf", "onnx")},
+    }
+    return t
+
+
 def main(argv: list[str] | None = None) -> int:
     stop_on_sigterm()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--records", type=int, default=200_000)
+    p.add_argument("--records", type=int, default=1_000_000,
+                   help="per fast case (a quarter for the slow ones): the columnar job at ~70k records/s "
+                        "needs a million for a steady window of ~10 s")
     p.add_argument("--only", default=",".join(DEFAULT_SECTIONS), help=f"sections, or all: {', '.join(SECTIONS)}")
     p.add_argument("--models", type=int, default=1000)
     p.add_argument("--name", default="", help="a partial run: write bench/results/<date>-<name>.{json,md}, "
@@ -821,19 +870,7 @@ def main(argv: list[str] | None = None) -> int:
     with ExitStack() as stack:
         bench = Bench(stack, args.records)
         if "throughput" in only:
-            t = report["throughput"] = raw_library(bench)
-            stop_on_sigterm()  # pypmml's in-process JVM took SIGTERM over: it would exit, skipping the clean-ups
-            t["bare_pyflink_rps"] = throughput_case(bench, "bare", 1, args.records)["rps"]
-            for kind in ("passthrough", "pmml", "tf"):
-                t[f"{kind}_rps"] = throughput_case(bench, kind, 1, args.records)["rps"]
-            # Thread mode: the Python embedded in the TaskManager's JVM; PMML does not load there.
-            t["bare_pyflink_thread_rps"] = throughput_case(bench, "bare", 1, args.records, execution_mode="thread")["rps"]
-            for kind in ("passthrough", "tf"):
-                t[f"{kind}_thread_rps"] = throughput_case(bench, kind, 1, args.records, execution_mode="thread")["rps"]
-            for kind in ("pmml", "tf"):
-                t[f"plain_consumer_{kind}_rps"] = plain_consumer_case(bench, kind, args.records)["rps"]
-            # ~165 records/s: a few thousand records give a steady rate.
-            t["remote_http_rps"] = throughput_case(bench, "remote", 1, max(args.records // 50, 1000))["rps"]
+            report["throughput"] = throughput_section(bench, args.records)
             write_report(report, args.name)  # after each section, so a cut-short run still reports
         if "parallel" in only:
             t = report.setdefault("throughput", {})

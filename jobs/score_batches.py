@@ -9,6 +9,8 @@ the crash journal); what it does with a batch is `scoring.serving`'s, without Py
 
 from __future__ import annotations
 
+import time
+
 import pyarrow as pa
 
 from contract.columns import Arrived, from_ipc, to_ipc
@@ -106,9 +108,13 @@ class ScoreBatches(ScoreRecords):
         candidate = self._candidate(km)
         rollout = None if candidate is None else Rollout(
             candidate, km.next, km.rollout, km.next.rollout.send_pairs and self.options.send_pairs)
+        started = time.perf_counter()
         served = self.server.serve(batch, servable, rollout)
-        for results in served.results:
-            yield MAIN + to_ipc(results)
+        outputs = [MAIN + to_ipc(results) for results in served.results]
+        stats = self.stats.get(servable.key)
+        if stats is not None:
+            stats.serve_ms += (time.perf_counter() - started) * 1000
+        yield from outputs
         for pair in served.pairs:
             yield SHADOW_PAIRS + pair
         if rollout is not None:

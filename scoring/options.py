@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class ScoringOptions:
+    # Rows per model call. The columnar path (--columnar) at 512 measured 2.1x TF and 2.2x ONNX of 64.
     batch_size: int = 64
     batch_max_wait_ms: int = 100  # one PyFlink bundle (--bundle-time-ms): results wait that long anyway
     store_allow_list: tuple[str, ...] = ("http://127.0.0.1:8765/",)

@@ -17,6 +17,7 @@ class ModelStats:
     total_ms: float = 0.0
     min_ms: float = float("inf")  # per batch
     max_ms: float = 0.0
+    serve_ms: float = 0.0  # columnar path: all the Python time of its batches, the model calls included
 
     def record_batch(self, size: int, failed: int, duration_ms: float) -> None:
         self.usage += size - failed
@@ -40,6 +41,7 @@ class ModelStats:
             "min_ms": self.min_ms if self.batches else 0.0,
             "max_ms": self.max_ms,
             "mean_ms": self.mean_ms,
+            "serve_ms": self.serve_ms,
         }
 
 

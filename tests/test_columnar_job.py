@@ -11,10 +11,7 @@ from tests.test_scoring_job import (  # noqa: F401 - collected here, against the
     test_a_bad_model_is_rejected_while_the_old_one_keeps_serving,
     test_an_onnx_model_scores_as_onnx_runtime_itself_scores_the_same_records,
     test_bad_records_are_dead_lettered_while_good_ones_flow,
-    test_half_the_images_come_with_their_explanation_and_the_cli_draws_one,
     test_json_records_get_json_results_beside_protobuf_ones,
-    test_records_of_a_data_type_nobody_publishes_wait_briefly_then_are_dead_lettered,
-    test_several_data_types_served_at_once_by_their_own_models,
     test_swap_mid_stream_scores_every_record_once_by_one_version,
 )
 
@@ -25,7 +22,8 @@ pytestmark = pytest.mark.integration
 def scoring(kafka, store, tmp_path_factory):
     repo, server = store
     setup = ScoringSetup(kafka.bootstrap_servers, repo, server.base_url, tmp_path_factory.mktemp("columnar-job"))
-    with RunningJob(setup.job_args(hold_unpublished_ms=5000, columnar="true"), setup.workdir / "job.log") as job:
+    with RunningJob(setup.job_args(hold_unpublished_ms=5000, columnar="true", batch_size=512),
+                    setup.workdir / "job.log") as job:
         setup.job = job
         yield setup
         job.assert_running()

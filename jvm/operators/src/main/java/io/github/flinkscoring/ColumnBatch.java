@@ -9,10 +9,10 @@ import java.security.MessageDigest;
 import java.security.NoSuchAlgorithmException;
 import java.util.ArrayList;
 import java.util.Arrays;
-import java.util.EnumMap;
+import java.util.EnumSet;
+import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
-import java.util.TreeMap;
 import org.apache.flink.api.python.shaded.org.apache.arrow.memory.BufferAllocator;
 import org.apache.flink.api.python.shaded.org.apache.arrow.vector.BigIntVector;
 import org.apache.flink.api.python.shaded.org.apache.arrow.vector.BitVector;
@@ -62,22 +62,28 @@ final class ColumnBatch {
     }
 
     static byte[] toIpc(String dataType, List<ReadRecord> rows, BufferAllocator allocator) {
-        Map<String, EnumMap<Input.Kind, Boolean>> kinds = new TreeMap<>(ColumnBatch::byCodePoint);
+        Map<String, EnumSet<Input.Kind>> sent = new HashMap<>();
         for (ReadRecord r : rows) {
-            r.inputs().forEach((name, v) -> kinds.computeIfAbsent(name, n -> new EnumMap<>(Input.Kind.class))
-                    .put(v.kind(), true));
+            r.inputs().forEach((name, v) -> sent.computeIfAbsent(name, n -> EnumSet.noneOf(Input.Kind.class))
+                    .add(v.kind()));
         }
+        List<String> names = new ArrayList<>(sent.keySet());
+        names.sort(ColumnBatch::byCodePoint);
         List<Field> fields = new ArrayList<>(List.of(
                 Field.nullable("record_id", ArrowType.Utf8.INSTANCE),
                 Field.nullable("event_time_ms", INT64),
                 Field.nullable("json", ArrowType.Bool.INSTANCE),
                 Field.nullable("digest", new ArrowType.FixedSizeBinary(16)),
                 Field.nullable("original", ArrowType.Binary.INSTANCE)));
-        kinds.forEach((name, sent) -> sent.keySet().forEach(kind -> fields.addAll(inputFields(name, kind))));
+        for (String name : names) {
+            sent.get(name).forEach(kind -> fields.addAll(inputFields(name, kind)));
+        }
         Schema schema = new Schema(fields, Map.of(DATA_TYPE_KEY, dataType));
         try (VectorSchemaRoot root = VectorSchemaRoot.create(schema, allocator)) {
             fill(root, rows);
-            kinds.forEach((name, sent) -> sent.keySet().forEach(kind -> fillInput(root, name, kind, rows)));
+            for (String name : names) {
+                sent.get(name).forEach(kind -> fillInput(root, name, kind, rows));
+            }
             root.setRowCount(rows.size());
             return ipc(root);
         }
