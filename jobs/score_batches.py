@@ -14,6 +14,7 @@ import time
 import pyarrow as pa
 
 from contract.columns import Arrived, from_ipc, to_ipc
+from contract.values import inputs_of
 from jobs.operators import DEAD_LETTERS, MAIN, SHADOW_PAIRS, KeyState, ScoreRecords
 from scoring import messages
 from scoring.loader import Servable
@@ -65,6 +66,11 @@ class ScoreBatches(ScoreRecords):
             record, as_json = read_record(raw, data_type, self.options.max_record_bytes, self.options.record_format)
         except UnreadableRecord as err:
             yield DEAD_LETTERS + messages.dead_letter(err.original, "parse", str(err), err.record)
+            return None
+        try:  # every input, as the record path checks them (a tensor whose shape does not hold its values)
+            inputs_of(record)
+        except ValueError as err:
+            yield DEAD_LETTERS + messages.dead_letter(raw, "validate", f"bad input value: {err}", record)
             return None
         return single_row(Arrived(record, as_json, raw), data_type)
 
