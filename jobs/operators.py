@@ -382,10 +382,14 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
         for raw in self.buffer.get() or ():
             record, _ = decode_record(raw, self.options.record_format)
             yield DEAD_LETTERS + messages.dead_letter(raw, "no-model", reason, record)
+        self._drop_held(km)
+        del self.keys[data_type]
+
+    def _drop_held(self, km: KeyState) -> None:
+        """The key's buffer emptied: its records were just taken out of it."""
         self.buffer.clear()
         self._unserved(km, -km.unserved)
         km.held, km.batch = 0, []
-        del self.keys[data_type]
 
     def _unserved(self, km: KeyState, change: int) -> None:
         km.unserved += change
@@ -523,9 +527,7 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
             batch = km.batch
         else:  # some were held or restored: the buffer has them all (read_record passed them)
             batch = [(raw, *decode_record(raw, self.options.record_format)) for raw in self.buffer.get()]
-        self.buffer.clear()
-        self._unserved(km, -km.unserved)
-        km.held, km.batch = 0, []
+        self._drop_held(km)
         yield from self._score(servable, data_type, km, batch)
 
     def _score(self, servable: Servable, data_type: str, km: KeyState, batch: list[Arrived]):

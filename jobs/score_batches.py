@@ -95,9 +95,7 @@ class ScoreBatches(ScoreRecords):
 
     def _flush(self, servable: Servable, data_type: str, km: KeyState):
         held = self._held_batches()
-        self.buffer.clear()
-        self._unserved(km, -km.unserved)
-        km.held = 0
+        self._drop_held(km)
         for batch in held:
             yield from self._serve(servable, data_type, km, batch)
 
@@ -105,9 +103,7 @@ class ScoreBatches(ScoreRecords):
         reason = self._hold_refusal(data_type, km)
         for batch in self._held_batches():
             yield MAIN + to_ipc(refused(batch, "no-model", reason))
-        self.buffer.clear()
-        self._unserved(km, -km.unserved)
-        km.held = 0
+        self._drop_held(km)
         del self.keys[data_type]
 
     def _serve(self, servable: Servable, data_type: str, km: KeyState, batch: pa.RecordBatch):
