@@ -298,6 +298,7 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
                 return
         km = self._key_models(data_type)
         yield from self._advance(data_type, km)
+        self._await_load(ctx, km)
         servable = self._servable(km)
         if servable is None:
             yield from self._hold(arrived, data_type, km, ctx)
@@ -336,6 +337,7 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
                 yield from self._release_unpublished(data_type, km)
             else:
                 self._poll_again(ctx, km)
+        self._await_load(ctx, km)
         yield from self._report_stats(data_type, km, ctx, now=max(messages.now_ms(), timestamp))
 
     def _hold(self, arrived: Arrived, data_type: str, km: KeyState, ctx):
@@ -394,6 +396,13 @@ class ScoreRecords(KeyedBroadcastProcessFunction):
     def _unserved(self, km: KeyState, change: int) -> None:
         km.unserved += change
         self.held_total += change
+
+    def _await_load(self, ctx, km: KeyState) -> None:
+        """While the next model loads, a timer looks again: its READY or ERROR event and the
+        swap must not wait for a record that may not come."""
+        if km.next is not None and self.manager.is_loading(km.next) \
+                and km.poll_timer_ms < ctx.timer_service().current_processing_time():
+            self._poll_again(ctx, km)
 
     def _poll_again(self, ctx, km: KeyState) -> None:
         o = self.options

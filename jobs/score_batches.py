@@ -47,6 +47,7 @@ class ScoreBatches(ScoreRecords):
                 return
         km = self._key_models(data_type)
         yield from self._advance(data_type, km)
+        self._await_load(ctx, km)
         servable = self._servable(km)
         if servable is None:
             yield from self._hold(batch, data_type, km, ctx)

@@ -108,6 +108,9 @@ class ModelManager:
         """Some load has not been collected yet."""
         return bool(self._loading)
 
+    def is_loading(self, d: pb.ModelDescriptor) -> bool:
+        return self.key(d) in self._loading
+
     def is_ready(self, d: pb.ModelDescriptor) -> bool:
         return self.key(d) in self._ready
 
