@@ -813,9 +813,6 @@ DEFAULT_SECTIONS = ("throughput", "latency", "swap", "many_models")
 SECTIONS = (*DEFAULT_SECTIONS, "formats", "security", "rollout", "batch_sweep", "parallel", "scale")
 
 
-COLUMNAR = {"columnar": "true", "batch_size": 512}  # the main cases: the columnar path as docs/columnar.md runs it
-
-
 def throughput_section(bench: Bench, n: int) -> dict:
     """The main run's rates, side by side: the raw libraries, the JVM-only and bare-PyFlink
     baselines, the job (columnar, the default) per backend in both execution modes, the record
@@ -827,14 +824,14 @@ def throughput_section(bench: Bench, n: int) -> dict:
     t["jvm_only_rps"] = throughput_case(bench, "jvm_only", 1, n)["rps"]
     t["bare_pyflink_rps"] = throughput_case(bench, "bare", 1, n)["rps"]
     for kind in ("passthrough", "pmml", "tf", "onnx"):
-        found = throughput_case(bench, kind, 1, slow if kind == "pmml" else n, **COLUMNAR)
+        found = throughput_case(bench, kind, 1, slow if kind == "pmml" else n)
         t[f"{kind}_rps"] = found["rps"]
         for key in ("python_us_per_batch", "python_us_per_record", "records_per_call"):
             t[f"{kind}_{key}"] = found[key]
     # Thread mode: the Python embedded in the TaskManager's JVM; PMML does not load there.
     t["bare_pyflink_thread_rps"] = throughput_case(bench, "bare", 1, n, execution_mode="thread")["rps"]
     for kind in ("passthrough", "tf", "onnx"):
-        t[f"{kind}_thread_rps"] = throughput_case(bench, kind, 1, n, execution_mode="thread", **COLUMNAR)["rps"]
+        t[f"{kind}_thread_rps"] = throughput_case(bench, kind, 1, n, execution_mode="thread")["rps"]
     # The record path (one element per record, as before the columnar path), in the same run.
     for kind in ("passthrough", "tf", "onnx"):
         t[f"{kind}_record_path_rps"] = throughput_case(bench, kind, 1, slow, label=f"{kind} record path",

@@ -133,22 +133,22 @@ def test_rescaled_1_4_2_every_subtask_swaps_nothing_lost_or_twice(kafka, store, 
 def prometheus_counts(job_id: str, scored: int, swaps: int, sent_to_it: int, held: int, descriptors: int) -> None:
     """Both TaskManagers' reporters serve the job's 4 score subtasks. The job's own `scoring`
     metrics add up to what this job scored (`num_inferences`) and swapped (`model_swaps`, one
-    per AVAILABLE event), exactly; Flink's `numRecordsIn` of the score operator within known
-    bounds: the held records were read by the job before the rescale or by this one, and a
-    two-input operator may count its broadcast input too. Flink's metrics count since the job
-    (re)started: they are not part of its state."""
+    per AVAILABLE event), exactly; Flink's `numRecordsIn` of the operator that reads records
+    into batches within known bounds: the held records were read by the job before the
+    rescale or by this one. (The score operator's counts batches and descriptors.) Flink's
+    metrics count since the job (re)started: they are not part of its state."""
     samples: dict[str, list] = {}
-    low, high = sent_to_it, sent_to_it + held + descriptors * PARALLELISM
+    low, high = sent_to_it, sent_to_it + held
 
-    def total(name: str) -> float:
+    def total(name: str, operator: str = "score") -> float:
         samples[name] = [s for s in flink_cluster.prometheus_samples(name)
-                         if s[1].get("job_id") == job_id and s[1].get("operator_name") == "score"
-                         and s[0].endswith(name)]
+                         if s[1].get("job_id") == job_id and s[0].endswith(name)
+                         and s[1].get("operator_name", "").replace("_", " ") == operator]
         return sum(value for _, _, value in samples[name])
 
     def add_up() -> bool:
         return (total("scoring_num_inferences") == scored and total("scoring_model_swaps") == swaps
-                and low <= total("operator_numRecordsIn") <= high)
+                and low <= total("operator_numRecordsIn", "read records into column batches") <= high)
 
     try:
         wait_until(add_up, 60, f"Prometheus counting {scored} inferences, {swaps} swaps and {low}-{high} "
