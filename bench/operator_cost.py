@@ -24,7 +24,7 @@ from bench.run import DATA_TYPES, RESULTS, git_commit
 from contract import scoring_pb2 as pb
 from contract.values import make_record
 from infra import paths
-from jobs.operators import ScoreRecords
+from jobs.score_records import ScoreRecords
 from samples.build import build_all
 from scoring.loader import Servable
 from scoring.manager import ModelManager

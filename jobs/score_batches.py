@@ -2,7 +2,7 @@
 of one data type's records, read into Arrow columns on the JVM (RecordBatcher); one element
 out per scored batch, written record by record on the JVM (WriteResults).
 
-`ScoreBatches` keeps everything `ScoreRecords` keeps (broadcast descriptors, current and next
+`ScoreBatches` keeps what `ScoreModels` keeps for both paths (broadcast descriptors, current and next
 model in keyed state, the swap on the operator thread between two batches, rollouts, stats,
 the crash journal); what it does with a batch is `scoring.serving`'s, without PyFlink.
 """
@@ -15,7 +15,8 @@ import pyarrow as pa
 
 from contract.columns import Arrived, from_ipc, to_ipc
 from contract.values import inputs_of
-from jobs.operators import DEAD_LETTERS, MAIN, SHADOW_PAIRS, KeyState, ScoreRecords
+from jobs.operators import DEAD_LETTERS, MAIN, SHADOW_PAIRS
+from jobs.score_models import KeyState, ScoreModels
 from scoring import messages
 from scoring.loader import Servable
 from scoring.records import UnreadableRecord, read_record
@@ -28,7 +29,7 @@ def ipc_payload(tagged: bytes) -> pa.Buffer:
     return pa.py_buffer(memoryview(tagged)[1:])
 
 
-class ScoreBatches(ScoreRecords):
+class ScoreBatches(ScoreModels):
     def open(self, runtime_context) -> None:
         super().open(runtime_context)
         self.server = BatchServer(self.journal, self._account, self.options.passthrough)
@@ -45,10 +46,7 @@ class ScoreBatches(ScoreRecords):
             if refusal:  # no state, no timer for it
                 yield MAIN + to_ipc(refused(batch, "no-model", refusal))
                 return
-        km = self._key_models(data_type)
-        yield from self._advance(data_type, km)
-        self._await_load(ctx, km)
-        servable = self._servable(km)
+        km, servable = yield from self._element_of(data_type, ctx)
         if servable is None:
             yield from self._hold(batch, data_type, km, ctx)
         else:

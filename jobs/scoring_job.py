@@ -36,10 +36,10 @@ from jobs.operators import (
     SIDE_OUTPUTS,
     UNSIGNED_WARNING,
     ParseDescriptors,
-    ScoreRecords,
     accepted_models,
 )
 from jobs.score_batches import ScoreBatches
+from jobs.score_records import ScoreRecords
 from model_store.kafka_config import KafkaClientConfig, KafkaConfigError
 from model_store.kafka_io import check_models_topic
 from scoring.options import ScoringOptions

@@ -63,7 +63,7 @@ def test_every_package_of_the_project_has_a_layer():
 def test_the_check_sees_an_upward_import_even_inside_a_function(tmp_path):
     (tmp_path / "scoring").mkdir()
     (tmp_path / "scoring" / "leak.py").write_text(
-        "def f():\n    from jobs.operators import ScoreRecords\n    import pyflink.common\n")
+        "def f():\n    from jobs.score_records import ScoreRecords\n    import pyflink.common\n")
     assert violations("scoring", tmp_path) == [
         "scoring/leak.py:2 imports jobs (layer 3, above scoring's 2)",
         "scoring/leak.py:3 imports pyflink: only jobs/ and the tools may",
