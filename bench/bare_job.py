@@ -1,6 +1,6 @@
 """The bare-PyFlink baseline: the scoring job's topology, flags and settings (Kafka source and
 sinks, delivery, checkpoints, bundles, the keying on the JVM, the connected broadcast stream)
-with an identity function and no state. What it reaches is the framework's ceiling for the job's shape.
+with an identity function and no state, one element per record (the record path's keying). What it reaches is the framework's ceiling for the job's shape.
 
     python -m bench.bare_job [the scoring job's flags]
 """
@@ -27,6 +27,7 @@ class PassOn(KeyedBroadcastProcessFunction):
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    args.columnar = False  # one element per record: PyFlink's own per-record ceiling
     env = environment(args)
     build(env, args, kafka_config(args), score=PassOn())
     env.execute(args.job_name + " (bare PyFlink)")
