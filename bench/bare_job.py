@@ -1,6 +1,7 @@
 """The bare-PyFlink baseline: the scoring job's topology, flags and settings (Kafka source and
 sinks, delivery, checkpoints, bundles, the keying on the JVM, the connected broadcast stream)
-with an identity function and no state, one element per record (the record path's keying). What it reaches is the framework's ceiling for the job's shape.
+with an identity function and no state, one element per record (the record path's keying).
+What it reaches is the framework's ceiling for the job's shape.
 
     python -m bench.bare_job [the scoring job's flags]
 """
