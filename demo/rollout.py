@@ -140,4 +140,4 @@ def run() -> bool:
 
 
 if __name__ == "__main__":
-    sys.exit(run_demo(run))
+    sys.exit(run_demo(run, __doc__))

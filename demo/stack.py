@@ -4,6 +4,7 @@ job reports."""
 
 from __future__ import annotations
 
+import argparse
 import collections
 import itertools
 import signal
@@ -195,7 +196,9 @@ def wait_until_done(watcher: Watcher, sent: list[str]) -> None:
     time.sleep(2)
 
 
-def run_demo(run: Callable[[], bool]) -> int:
+def run_demo(run: Callable[[], bool], description: str) -> int:
+    """`--help` prints the demo's description and starts nothing; the demo takes no flags."""
+    argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the clean-ups on `kill` too
     try:
         ok = run()
