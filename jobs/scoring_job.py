@@ -122,13 +122,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     flag("--bundle-size", type=int, default=1000,
          help="PyFlink bundle size (Flink's default): at each bundle end the JVM waits for the Python "
               "worker, whose state cache is written back. 20000 measured 1.24x for TF and 1.30x for "
-              "pass-through, but 0.63x for PMML (README, Benchmarks)")
+              "pass-through, but 0.63x for PMML (docs/benchmarks.md)")
     flag("--buffer-timeout-ms", type=int, default=100,
          help="Flink's network buffer timeout (its default): how long a record may wait in a "
               "buffer that is not full before it goes to the next task")
     flag("--execution-mode", choices=EXECUTION_MODES, default="process",
          help="PyFlink runs the Python functions in worker processes, or embedded in the "
-              "TaskManager's JVM (thread; PMML models cannot load there). README, Benchmarks")
+              "TaskManager's JVM (thread; PMML models cannot load there). docs/internals.md")
     flag("--checkpoint-dir", default="", help="where checkpoints go (default: the cluster's config)")
     flag("--restore-from", default="", help="a checkpoint or savepoint path to start from")
     flag("--job-name", default="model scoring")
@@ -240,10 +240,10 @@ def check_models_topic_or_exit(args: argparse.Namespace, kafka: KafkaClientConfi
     """A models topic that deletes old messages forgets the models of a job started later."""
     problem = "" if args.models_topic_check == "off" else check_models_topic(kafka, args.models_topic)
     if problem and args.models_topic_check == "refuse":
-        sys.exit(f"error: not starting: {problem}. Create it compacted (README, 'The models topic'), "
+        sys.exit(f"error: not starting: {problem}. Create it compacted (docs/running.md, 'The models topic'), "
                  "or start with --models-topic-check warn.")
     if problem:
-        print(f"WARNING: {problem}. See the README, 'The models topic'.", file=sys.stderr, flush=True)
+        print(f"WARNING: {problem}. See docs/running.md, 'The models topic'.", file=sys.stderr, flush=True)
 
 
 def environment(args: argparse.Namespace):
