@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import base64
 import io
+import json
+import os
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -26,6 +30,8 @@ from scoring.errors import (
 )
 from scoring.loader import Servable, load_servable
 from tests.conftest import load_samples
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def artifact_of(folder: Path, tmp_path: Path) -> tuple[Path, int]:
@@ -206,14 +212,51 @@ def test_unknown_signature_and_unknown_type(samples, tmp_path):
         backend_for(42)
 
 
-def test_a_new_backend_is_one_module_and_one_registry_line(monkeypatch, samples, tmp_path):
-    """Registering a type is all the machinery needs: here PMML served under a new type id."""
-    from scoring.backends import registry
+LINEAR_BACKEND = """
+import json
+from scoring.backends.base import InputField, LoadedModel, ModelBackend
 
-    monkeypatch.setitem(registry.BACKENDS, 99, "scoring.backends.pmml:PmmlBackend")
-    model = registry.backend_for(99).load(samples["wine-pmml"] / "model.pmml")
-    doc = load_samples(samples["wine-pmml"])
-    assert_close(score_batch(model, doc["inputs"][:1])[0].outputs, doc["expected"][0])
+class Linear(LoadedModel):
+    def __init__(self, weights):
+        self.weights = weights
+        self.input_fields = {n: InputField(n, "float") for n in weights}
+    def predict(self, batch):
+        return [{"y": sum(w * r[n] for n, w in self.weights.items())} for r in batch]
+    def warm_up_inputs(self):
+        return [{n: 0.0 for n in self.weights}]
+    def release(self):
+        pass
+
+class LinearBackend(ModelBackend):
+    def load(self, artifact, signature_name=""):
+        return Linear(json.loads(artifact.read_text()))
+"""
+
+NEW_BACKEND_USE = """
+import json, sys
+from pathlib import Path
+from scoring.backends import registry
+from scoring.batch import score_batch
+model = registry.backend_for(99).load(Path(sys.argv[1]))
+print(json.dumps([r.outputs for r in score_batch(model, [{"a": 2.0, "b": 3.0}, {"a": 1, "b": -1.0}])]))
+"""
+
+
+def test_a_new_backend_is_one_module_and_one_registry_line(tmp_path):
+    """A backend module of a user's own, named in SCORING_EXTRA_BACKENDS, loads and scores
+    in a fresh interpreter, and nothing of the project's changes."""
+    (tmp_path / "linear_backend.py").write_text(LINEAR_BACKEND)
+    (tmp_path / "weights.json").write_text('{"a": 0.5, "b": 2.0}')
+    env = {**os.environ, "SCORING_EXTRA_BACKENDS": "99=linear_backend:LinearBackend",
+           "PYTHONPATH": os.pathsep.join([str(ROOT), str(tmp_path)])}
+    done = subprocess.run([sys.executable, "-c", NEW_BACKEND_USE, str(tmp_path / "weights.json")], env=env,
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == [{"y": 7.0}, {"y": -1.5}]
+    without = subprocess.run([sys.executable, "-c", NEW_BACKEND_USE, str(tmp_path / "weights.json")],
+                             env={**env, "SCORING_EXTRA_BACKENDS": ""}, cwd=tmp_path, capture_output=True, text=True,
+                             timeout=120)
+    assert without.returncode != 0 and "no backend for model type 99" in without.stderr
 
 
 MIXED_PMML = """<?xml version="1.0"?>
