@@ -5,7 +5,6 @@ code path deserialises or evaluates what a message carries."""
 from __future__ import annotations
 
 import ast
-import json
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ from faults.report import EXACTLY_ONCE, table
 from faults.run import run
 from faults.world import MAX_RECORD_BYTES
 from infra import paths
+from tests.conftest import load_samples
 
 
 @pytest.mark.integration
@@ -36,10 +36,8 @@ def test_kills_broker_restart_store_errors_and_fuzz_lose_nothing(standalone_clus
     assert all(r.sent > 0 for r in results), report
 
 
-def test_the_fuzz_mix_is_what_it_claims():
-    rows = json.loads((paths.RUN / "samples" / "wine-pmml" / "samples.json").read_text())["inputs"] \
-        if (paths.RUN / "samples" / "wine-pmml").exists() else None
-    rows = rows or [{f"f{i}": float(i) for i in range(13)}]
+def test_the_fuzz_mix_is_what_it_claims(samples):
+    rows = load_samples(samples["wine-pmml"])["inputs"]  # the rows the faults run fuzzes
     mix = bad_records.fuzz(rows, "t", "p", n_bad=2_000, n_good=100, max_record_bytes=MAX_RECORD_BYTES)
     fields = sorted(rows[0])
     good = [p for p in mix.payloads if bad_records.scorable(p, "t", fields, MAX_RECORD_BYTES)]
