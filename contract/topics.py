@@ -29,11 +29,11 @@ class TopicNames:
     model_events: str = "scoring-model-events"
 
     @classmethod
-    def from_env(cls, prefix: str = "TOPIC_") -> TopicNames:
+    def from_env(cls, prefix: str = "TOPIC_", environ: Mapping[str, str] = os.environ) -> TopicNames:
         """Each name can be overridden by $TOPIC_DATA, $TOPIC_MODELS, ... ."""
         return cls(
             **{
-                f.name: os.environ.get(prefix + f.name.upper(), f.default)
+                f.name: environ.get(prefix + f.name.upper(), f.default)
                 for f in fields(cls)
             }
         )

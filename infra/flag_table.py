@@ -3,45 +3,21 @@
     python -m infra.flag_table                    # print the table
     python -m infra.flag_table --write README.md  # rewrite it between the markers
 
-`jobs/scoring_job.py` builds its argument parser inside `parse_args` and returns only the
-parsed namespace, so the table is read from the outside, in a subprocess, through the two
-things the module offers: its `--help` text (flags, choices, help) and `parse_args([])`
-(every default). The subprocess runs without the `SCORING_*` and `TOPIC_*` variables that
-would change the defaults, so the table shows the job's own.
+Read from the job's own parser (`jobs.scoring_job.job_parser`), built with an empty
+environment so that no SCORING_* or TOPIC_* variable changes the defaults shown.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import re
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
 BEGIN = "<!-- flags:begin -->"
 END = "<!-- flags:end -->"
-
-# Environment variables that mark processes (infra/procs.py, tests/conftest.py), not flags.
-_MARKS = {"SCORING_FLINK_CLUSTER", "SCORING_TEST_SESSION"}
-
-_PROBE = """
-import contextlib, io, json
-from jobs import scoring_job
-help_text = io.StringIO()
-with contextlib.redirect_stdout(help_text):
-    try:
-        scoring_job.parse_args(["--help"])
-    except SystemExit:
-        pass
-print(json.dumps({"help": help_text.getvalue(), "defaults": vars(scoring_job.parse_args([]))}))
-"""
-
-_OPTION = re.compile(r"^  (--[a-z0-9-]+)(?: (\{[^}]*\}|[A-Z0-9_]+))?(?:  +(.*))?$")
-_ENV = re.compile(r"\s*\[\$(SCORING_[A-Z0-9_]+)\]$")
+_ENV = re.compile(r"\s*\[\$SCORING_[A-Z0-9_]+\]$")
 
 
 @dataclass(frozen=True)
@@ -52,46 +28,13 @@ class Flag:
     choices: tuple[str, ...] = ()
 
 
-def _probe() -> dict:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("TOPIC_") and (not k.startswith("SCORING_") or k in _MARKS)}
-    env["COLUMNS"] = "200"
-    out = subprocess.run([sys.executable, "-c", _PROBE], cwd=ROOT, env=env, check=True,
-                         capture_output=True, text=True, timeout=120).stdout
-    return json.loads(out.strip().splitlines()[-1])
-
-
-def parse_help(help_text: str, defaults: dict) -> list[Flag]:
-    """The options of the job's `--help` (but -h itself), with their defaults."""
-    lines = help_text.split("\n")
-    start = lines.index("options:") + 1
-    entries: list[list[str]] = []
-    for line in lines[start:]:
-        if line.startswith("  -h, --help"):
-            continue
-        m = _OPTION.match(line)
-        if m:
-            entries.append([m.group(1), m.group(2) or "", m.group(3) or ""])
-        elif line.strip() and entries:
-            entries[-1][2] = (entries[-1][2] + " " + line.strip()).strip()
-    flags = []
-    for name, metavar, text in entries:
-        env = _ENV.search(text)
-        expected = "SCORING_" + name[2:].upper().replace("-", "_")
-        if not env or env.group(1) != expected:
-            raise ValueError(f"{name}: its help does not name ${expected}: {text!r}")
-        choices = tuple(metavar[1:-1].split(",")) if metavar.startswith("{") else ()
-        flags.append(Flag(name, defaults[name[2:].replace("-", "_")], text[:env.start()].strip(), choices))
-    read = {f.name[2:].replace("-", "_") for f in flags}
-    if read != set(defaults):
-        raise ValueError(f"--help and parse_args([]) disagree: only in --help {sorted(read - set(defaults))}, "
-                         f"only in the defaults {sorted(set(defaults) - read)}")
-    return flags
-
-
 def job_flags() -> list[Flag]:
-    probe = _probe()
-    return parse_help(probe["help"], probe["defaults"])
+    """Every option of the job's parser but -h, in the order --help lists them."""
+    from jobs.scoring_job import job_parser
+
+    return [Flag(a.option_strings[-1], a.default, _ENV.sub("", a.help or "").strip(),
+                 tuple(str(c) for c in a.choices or ()))
+            for a in job_parser(environ={})._actions if not isinstance(a, argparse._HelpAction)]
 
 
 def _cell(text: str) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Mapping
 
 from pyflink.common import WatermarkStrategy
 
@@ -45,15 +46,17 @@ from model_store.kafka_io import check_models_topic
 from scoring.options import ScoringOptions
 
 
-def parse_args(argv: list[str]) -> argparse.Namespace:
-    topics = TopicNames.from_env()
+def job_parser(environ: Mapping[str, str] = os.environ) -> argparse.ArgumentParser:
+    """Every flag of the job; a SCORING_<FLAG> (or TOPIC_<NAME>) variable in `environ` sets its
+    default. `infra/flag_table.py` renders the README's table from it, with an empty environ."""
+    topics = TopicNames.from_env(environ=environ)
     defaults = ScoringOptions()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
 
     def flag(name: str, **kwargs) -> None:
         env = "SCORING_" + name.lstrip("-").upper().replace("-", "_")
-        if env in os.environ:
-            kwargs["default"] = kwargs.get("type", str)(os.environ[env])
+        if env in environ:
+            kwargs["default"] = kwargs.get("type", str)(environ[env])
         kwargs["help"] = kwargs.get("help", "") + f" [${env}]"
         p.add_argument(name, **kwargs)
 
@@ -139,7 +142,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
               "per element (docs/columnar.md); false: Python reads and writes record by record, 5-6x slower")
     flag("--passthrough", type=lambda v: str(v).lower() in ("1", "true", "yes"), default=False,
          help="benchmarks only: run the whole topology but return empty outputs without a model call")
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    return job_parser().parse_args(argv)
 
 
 def allowed_ops(flag: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
