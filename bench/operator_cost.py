@@ -20,11 +20,11 @@ import pstats
 import time
 from pathlib import Path
 
+from bench.passthrough_job import PassRecords
 from bench.run import DATA_TYPES, RESULTS, git_commit
 from contract import scoring_pb2 as pb
 from contract.values import make_record
 from infra import paths
-from jobs.score_records import ScoreRecords
 from samples.build import build_all
 from scoring.loader import Servable
 from scoring.manager import ModelManager
@@ -114,8 +114,8 @@ class Unused:
         raise AssertionError("pass-through calls no model")
 
 
-def operator_with_models() -> tuple[ScoreRecords, Context]:
-    op = ScoreRecords(ScoringOptions(passthrough=True))
+def operator_with_models() -> tuple[PassRecords, Context]:
+    op = PassRecords(ScoringOptions())
     op.open(RuntimeContext())
     op.manager = ModelManager(lambda d: Servable(d.name, d.version, d.model_type, Unused()))
     ctx = Context()

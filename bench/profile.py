@@ -148,9 +148,9 @@ def main(argv: list[str] | None = None) -> int:
             setup = bench.setup()
             bench.publish(setup, "pmml" if args.kind == "passthrough" else args.kind, bench.data_types)
             produce_fast(setup.bootstrap, setup.topics["data"], bench.measured(args.records))
-        job_args = setup.job_args(delivery="at-least-once", max_held_records=10**7,
-                                  passthrough=str(args.kind == "passthrough").lower(), **extra)
-        with RunningJob(job_args, setup.workdir / "job.log") as job:
+        job_args = setup.job_args(delivery="at-least-once", max_held_records=10**7, **extra)
+        module = "bench.passthrough_job" if args.kind == "passthrough" else "jobs.scoring_job"
+        with RunningJob(job_args, setup.workdir / "job.log", module=module) as job:
             wait_for_results(setup, 5_000, job, timeout_s=300)  # models serve, the backlog flows
             workers, jvm = python_workers(job.proc.pid), jvm_of(job.proc.pid)
             log(f"sampling Python workers {workers} and JVM {jvm} for {args.seconds}s ...")

@@ -367,6 +367,7 @@ def raw_library(bench: Bench, kinds: tuple[str, ...] = ("pmml", "tf"), n: int = 
 
 # The baselines' jobs: their "scores" are the records themselves.
 BASELINES = {"bare": "bench.bare_job", "jvm_only": "bench.jvm_only_job"}
+JOB_MODULES = {**BASELINES, "passthrough": "bench.passthrough_job"}  # the rest run the scoring job
 
 
 def throughput_case(bench: Bench, kind: str, parallelism: int, n: int, workload: Workload | None = None,
@@ -380,8 +381,8 @@ def throughput_case(bench: Bench, kind: str, parallelism: int, n: int, workload:
     label = label or kind + (" (thread mode)" if thread else "")
     bench.publish(setup, ("tf" if thread else "pmml") if kind in (*BASELINES, "passthrough") else kind,
                   w.data_types, flags)
-    found = bench.run_job(setup, n, timeout_s=900, parallelism=parallelism, module=BASELINES.get(kind, "jobs.scoring_job"),
-                          passthrough=str(kind == "passthrough").lower(), workload=w, **job_args)
+    found = bench.run_job(setup, n, timeout_s=900, parallelism=parallelism, module=JOB_MODULES.get(kind, "jobs.scoring_job"),
+                          workload=w, **job_args)
     log(f"{label} p={parallelism}: {found['results']:,} of {n:,} results, {found['rps']:,.0f} records/s steady "
         f"({found['before_window']:,} before and {found['after_window']:,} after the window; "
         f"producer {found['producer_rps']:,.0f}/s)")

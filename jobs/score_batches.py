@@ -18,6 +18,7 @@ from contract.values import inputs_of
 from jobs.operators import DEAD_LETTERS, MAIN, SHADOW_PAIRS
 from jobs.score_models import KeyState, ScoreModels
 from scoring import messages
+from scoring.columns import score_columns
 from scoring.loader import Servable
 from scoring.records import UnreadableRecord, read_record
 from scoring.serving import BatchServer, Rollout, refused, single_row
@@ -30,9 +31,11 @@ def ipc_payload(tagged: bytes) -> pa.Buffer:
 
 
 class ScoreBatches(ScoreModels):
+    model_call = staticmethod(score_columns)  # the bench's pass-through job calls no model
+
     def open(self, runtime_context) -> None:
         super().open(runtime_context)
-        self.server = BatchServer(self.journal, self._account, self.options.passthrough)
+        self.server = BatchServer(self.journal, self._account, self.model_call)
 
     def process_element(self, tagged: bytes, ctx):
         data_type = ctx.get_current_key()

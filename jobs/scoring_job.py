@@ -140,8 +140,6 @@ def job_parser(environ: Mapping[str, str] = os.environ) -> argparse.ArgumentPars
     flag("--columnar", type=lambda v: str(v).lower() in ("1", "true", "yes"), default=True,
          help="records read into column batches and results written on the JVM, Python scoring one batch "
               "per element (docs/columnar.md); false: Python reads and writes record by record, 5-6x slower")
-    flag("--passthrough", type=lambda v: str(v).lower() in ("1", "true", "yes"), default=False,
-         help="benchmarks only: run the whole topology but return empty outputs without a model call")
     return p
 
 
@@ -184,7 +182,6 @@ def options_from(args: argparse.Namespace) -> ScoringOptions:
         revoked=tuple(k for k in args.revoked.split(",") if k),
         allowed_model_ops=allowed_ops(args.allow_model_ops),
         send_pairs=bool(args.pairs_topic),
-        passthrough=args.passthrough,
     )
 
 

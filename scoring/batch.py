@@ -45,11 +45,6 @@ def score_batch(model: LoadedModel, batch: Sequence[Mapping[str, PyValue]]) -> l
     return outcomes  # type: ignore[return-value]
 
 
-def identity_batch(model: LoadedModel, batch: Sequence[Mapping[str, PyValue]]) -> list[Outcome]:
-    """No model call at all: the pass-through baseline of the benchmarks."""
-    return [Outcome(outputs={}) for _ in batch]
-
-
 def _predict_isolating(model: LoadedModel, items, outcomes) -> None:
     if not items:
         return

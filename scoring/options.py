@@ -32,4 +32,3 @@ class ScoringOptions:
     revoked: tuple[str, ...] = ()  # revocation lists (JSON): keys and model versions that may not run
     allowed_model_ops: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (data type, ops) a SavedModel may use
     send_pairs: bool = False  # a pairs topic is configured: rollouts that ask send ShadowPairs
-    passthrough: bool = False  # benchmarks: the whole topology, but no model call
