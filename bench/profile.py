@@ -22,6 +22,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from bench.run import (
+    JOB_MODULES,
     RESULTS,
     Bench,
     end_offset,
@@ -149,8 +150,7 @@ def main(argv: list[str] | None = None) -> int:
             bench.publish(setup, "pmml" if args.kind == "passthrough" else args.kind, bench.data_types)
             produce_fast(setup.bootstrap, setup.topics["data"], bench.measured(args.records))
         job_args = setup.job_args(delivery="at-least-once", max_held_records=10**7, **extra)
-        module = "bench.passthrough_job" if args.kind == "passthrough" else "jobs.scoring_job"
-        with RunningJob(job_args, setup.workdir / "job.log", module=module) as job:
+        with RunningJob(job_args, setup.workdir / "job.log", module=JOB_MODULES.get(args.kind, "jobs.scoring_job")) as job:
             wait_for_results(setup, 5_000, job, timeout_s=300)  # models serve, the backlog flows
             workers, jvm = python_workers(job.proc.pid), jvm_of(job.proc.pid)
             log(f"sampling Python workers {workers} and JVM {jvm} for {args.seconds}s ...")
