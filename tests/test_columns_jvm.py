@@ -193,6 +193,28 @@ def test_a_tensor_of_every_rank_and_each_scalar_limit_reads_as_python_reads_it(t
     assert kinds["batched"] == 2, kinds
 
 
+def _map_entry(key: str, value: float) -> bytes:
+    """One DataRecord.inputs entry on the wire (field 4), written by hand: protobuf's writer never repeats a key."""
+    v = pb.Value(double_value=value).SerializeToString()
+    k = key.encode()
+    entry = bytes([0x0A, len(k)]) + k + bytes([0x12, len(v)]) + v
+    return bytes([0x22, len(entry)]) + entry
+
+
+def test_many_names_and_a_repeated_name(tmp_path):
+    """The JVM keeps the input names it decoded in a bounded table: past its bound (4,096
+    names) records still read as Python reads them; a record that repeats an input name
+    (protobuf keeps the last) is left to Python's reader."""
+    wide = [make_record(f"w{i}", "wide", {f"n{i}-{j}": float(j) for j in range(1000)}).SerializeToString()
+            for i in range(6)]
+    narrow = [make_record(f"s{i}", "wide", {"n0-1": 1.5, "x": 2.0}).SerializeToString() for i in range(3)]
+    repeated = pb.DataRecord(record_id="r", data_type="wide").SerializeToString() + _map_entry("a", 1.0) + _map_entry("a", 2.0)
+    assert python_read(repeated, "wide", HOSTILE_MAX_BYTES).record.inputs["a"].double_value == 2.0
+    samples = [wide[0], narrow[0], *wide[1:5], narrow[1], repeated, wide[5], narrow[2]]
+    kinds = check_batches(tmp_path, samples, max_bytes=HOSTILE_MAX_BYTES, batch_size=4)
+    assert kinds["batched"] == len(samples) - 1 and kinds["left to python"] == 1, kinds
+
+
 def scored_batches(tmp_path: Path) -> list[pa.RecordBatch]:
     """JVM batches with outputs of every kind, some rows failed, some rows JSON."""
     rnd = random.Random(9)

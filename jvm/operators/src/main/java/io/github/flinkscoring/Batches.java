@@ -56,7 +56,7 @@ final class Batches {
     }
 
     private Row element(String dataType, List<ReadRecord> rows) {
-        return Row.of(dataType, tagged(BATCH, ColumnBatch.toIpc(dataType, rows, allocator)));
+        return Row.of(dataType, ColumnBatch.toIpc(BATCH, dataType, rows, allocator));
     }
 
     static byte[] tagged(byte tag, byte[] payload) {

@@ -9,7 +9,6 @@ import java.security.MessageDigest;
 import java.security.NoSuchAlgorithmException;
 import java.util.ArrayList;
 import java.util.Arrays;
-import java.util.EnumSet;
 import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
@@ -61,13 +60,10 @@ final class ColumnBatch {
         return Arrays.copyOf(SHA_256.get().digest(raw), 16);
     }
 
-    static byte[] toIpc(String dataType, List<ReadRecord> rows, BufferAllocator allocator) {
-        Map<String, EnumSet<Input.Kind>> sent = new HashMap<>();
-        for (ReadRecord r : rows) {
-            r.inputs().forEach((name, v) -> sent.computeIfAbsent(name, n -> EnumSet.noneOf(Input.Kind.class))
-                    .add(v.kind()));
-        }
-        List<String> names = new ArrayList<>(sent.keySet());
+    /** The batch as an Arrow IPC stream, after the byte `tag`. */
+    static byte[] toIpc(byte tag, String dataType, List<ReadRecord> rows, BufferAllocator allocator) {
+        Map<String, Column[]> columns = columns(rows);
+        List<String> names = new ArrayList<>(columns.keySet());
         names.sort(ColumnBatch::byCodePoint);
         List<Field> fields = new ArrayList<>(List.of(
                 Field.nullable("record_id", ArrowType.Utf8.INSTANCE),
@@ -76,16 +72,93 @@ final class ColumnBatch {
                 Field.nullable("digest", new ArrowType.FixedSizeBinary(16)),
                 Field.nullable("original", ArrowType.Binary.INSTANCE)));
         for (String name : names) {
-            sent.get(name).forEach(kind -> fields.addAll(inputFields(name, kind)));
+            for (Column c : columns.get(name)) {
+                if (c != null) {
+                    fields.addAll(inputFields(name, c.kind));
+                }
+            }
         }
         Schema schema = new Schema(fields, Map.of(DATA_TYPE_KEY, dataType));
         try (VectorSchemaRoot root = VectorSchemaRoot.create(schema, allocator)) {
-            fill(root, rows);
+            for (FieldVector v : root.getFieldVectors()) {
+                v.setInitialCapacity(rows.size());
+            }
+            root.allocateNew();
+            int bytes = fill(root, rows);
             for (String name : names) {
-                sent.get(name).forEach(kind -> fillInput(root, name, kind, rows));
+                for (Column c : columns.get(name)) {
+                    if (c != null) {
+                        c.fill(root, name, rows.size());
+                    }
+                }
             }
             root.setRowCount(rows.size());
-            return ipc(root);
+            return ipc(tag, root, 2 * bytes + 1024);
+        }
+    }
+
+    /** Per input name, per kind (by ordinal), the rows that sent it and their values. */
+    private static Map<String, Column[]> columns(List<ReadRecord> rows) {
+        Map<String, Column[]> columns = new HashMap<>();
+        for (int row = 0; row < rows.size(); row++) {
+            ReadRecord r = rows.get(row);
+            for (int i = 0; i < r.names().length; i++) {
+                Input v = r.inputs()[i];
+                Column[] kinds = columns.get(r.names()[i]);
+                if (kinds == null) {
+                    kinds = new Column[Input.Kind.values().length];
+                    columns.put(r.names()[i], kinds);
+                }
+                int k = v.kind().ordinal();
+                if (kinds[k] == null) {
+                    kinds[k] = new Column(v.kind());
+                }
+                kinds[k].add(row, v);
+            }
+        }
+        return columns;
+    }
+
+    /** One input column of one kind: which rows hold a value (the others are null), and the values. */
+    private static final class Column {
+        final Input.Kind kind;
+        int[] rows = new int[16];
+        Input[] values = new Input[16];
+        int size;
+
+        Column(Input.Kind kind) {
+            this.kind = kind;
+        }
+
+        void add(int row, Input v) {
+            if (size == rows.length) {
+                rows = Arrays.copyOf(rows, size * 2);
+                values = Arrays.copyOf(values, size * 2);
+            }
+            rows[size] = row;
+            values[size++] = v;
+        }
+
+        void fill(VectorSchemaRoot root, String name, int rowCount) {
+            FieldVector vector = root.getVector(name + kind.suffix);
+            for (int j = 0; j < size; j++) {
+                int i = rows[j];
+                Input v = values[j];
+                switch (kind) {
+                    case DOUBLE -> ((Float8Vector) vector).setSafe(i, v.doubleValue());
+                    case INT -> ((BigIntVector) vector).setSafe(i, v.longValue());
+                    case STRING -> ((VarCharVector) vector).setSafe(i, v.stringValue().getBytes(StandardCharsets.UTF_8));
+                    case BYTES -> ((VarBinaryVector) vector).setSafe(i, v.bytesValue());
+                    case TENSOR -> {
+                        setFloats((ListVector) vector, i, v.tensorValues());
+                        setLongs((ListVector) root.getVector(name + "#shape"), i, v.tensorShape());
+                    }
+                }
+            }
+            if (kind == Input.Kind.TENSOR) {
+                root.getVector(name + "#shape").setValueCount(rowCount);
+            }
+            vector.setValueCount(rowCount);
         }
     }
 
@@ -108,44 +181,24 @@ final class ColumnBatch {
         return new Field(name, FieldType.nullable(ArrowType.List.INSTANCE), List.of(Field.nullable("item", item)));
     }
 
-    private static void fill(VectorSchemaRoot root, List<ReadRecord> rows) {
+    /** The fixed columns; returns the bytes the records take. */
+    private static int fill(VectorSchemaRoot root, List<ReadRecord> rows) {
         VarCharVector id = (VarCharVector) root.getVector("record_id");
         BigIntVector time = (BigIntVector) root.getVector("event_time_ms");
         BitVector json = (BitVector) root.getVector("json");
         FixedSizeBinaryVector digest = (FixedSizeBinaryVector) root.getVector("digest");
         VarBinaryVector original = (VarBinaryVector) root.getVector("original");
+        int bytes = 0;
         for (int i = 0; i < rows.size(); i++) {
             ReadRecord r = rows.get(i);
-            id.setSafe(i, r.recordId().getBytes(StandardCharsets.UTF_8));
+            id.setSafe(i, r.recordId());
             time.setSafe(i, r.eventTimeMs());
             json.setSafe(i, r.json() ? 1 : 0);
             digest.setSafe(i, digest(r.original()));
             original.setSafe(i, r.original());
+            bytes += r.original().length;
         }
-    }
-
-    private static void fillInput(VectorSchemaRoot root, String name, Input.Kind kind, List<ReadRecord> rows) {
-        FieldVector vector = root.getVector(name + kind.suffix);
-        for (int i = 0; i < rows.size(); i++) {
-            Input v = rows.get(i).inputs().get(name);
-            if (v == null || v.kind() != kind) {
-                continue; // null: vectors start with every row unset
-            }
-            switch (kind) {
-                case DOUBLE -> ((Float8Vector) vector).setSafe(i, v.doubleValue());
-                case INT -> ((BigIntVector) vector).setSafe(i, v.longValue());
-                case STRING -> ((VarCharVector) vector).setSafe(i, v.stringValue().getBytes(StandardCharsets.UTF_8));
-                case BYTES -> ((VarBinaryVector) vector).setSafe(i, v.bytesValue());
-                case TENSOR -> {
-                    setFloats((ListVector) vector, i, v.tensorValues());
-                    setLongs((ListVector) root.getVector(name + "#shape"), i, v.tensorShape());
-                }
-            }
-        }
-        if (kind == Input.Kind.TENSOR) {
-            root.getVector(name + "#shape").setValueCount(rows.size());
-        }
-        vector.setValueCount(rows.size());
+        return bytes;
     }
 
     static void setFloats(ListVector list, int row, float[] values) {
@@ -168,8 +221,9 @@ final class ColumnBatch {
         list.endValue(row, values.length);
     }
 
-    static byte[] ipc(VectorSchemaRoot root) {
-        ByteArrayOutputStream out = new ByteArrayOutputStream();
+    static byte[] ipc(byte tag, VectorSchemaRoot root, int sizeHint) {
+        ByteArrayOutputStream out = new ByteArrayOutputStream(sizeHint);
+        out.write(tag);
         try (ArrowStreamWriter writer = new ArrowStreamWriter(root, null, Channels.newChannel(out))) {
             writer.start();
             writer.writeBatch();

@@ -16,6 +16,16 @@ record Input(Kind kind, double doubleValue, long longValue, String stringValue, 
         Kind(String suffix) {
             this.suffix = suffix;
         }
+
+        /** The kind of a column named `name` + suffix, or null. */
+        static Kind ofSuffix(String suffix) {
+            for (Kind k : values()) {
+                if (k.suffix.equals(suffix)) {
+                    return k;
+                }
+            }
+            return null;
+        }
     }
 
     static Input ofDouble(double v) {

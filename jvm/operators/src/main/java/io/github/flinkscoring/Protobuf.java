@@ -1,14 +1,24 @@
 package io.github.flinkscoring;
 
-import java.io.ByteArrayOutputStream;
 import java.nio.charset.StandardCharsets;
+import java.util.Arrays;
 
-/** Just enough of protobuf's wire format to write the job's messages (proto/contract/scoring.proto). */
+/**
+ * Just enough of protobuf's wire format to write the job's messages (proto/contract/scoring.proto),
+ * into a growable array of its own: a writer is reused (`reset`) for message after message,
+ * and a nested message is written from a second writer without an array of its own.
+ */
 final class Protobuf {
-    private final ByteArrayOutputStream out = new ByteArrayOutputStream(256);
+    private byte[] buf = new byte[256];
+    private int size;
 
     byte[] bytes() {
-        return out.toByteArray();
+        return Arrays.copyOf(buf, size);
+    }
+
+    Protobuf reset() {
+        size = 0;
+        return this;
     }
 
     /** proto3: a field at its default value is not written, as protobuf's own writers do. */
@@ -24,9 +34,20 @@ final class Protobuf {
     }
 
     Protobuf lengthDelimited(int field, byte[] value) {
+        return lengthDelimited(field, value, value.length);
+    }
+
+    /** A nested message: what `inner` holds. */
+    Protobuf message(int field, Protobuf inner) {
+        return lengthDelimited(field, inner.buf, inner.size);
+    }
+
+    private Protobuf lengthDelimited(int field, byte[] value, int length) {
         tag(field, 2);
-        varint(value.length);
-        out.write(value, 0, value.length);
+        varint(length);
+        room(length);
+        System.arraycopy(value, 0, buf, size, length);
+        size += length;
         return this;
     }
 
@@ -55,22 +76,28 @@ final class Protobuf {
         if (values.length == 0) {
             return this;
         }
-        Protobuf inner = new Protobuf();
+        int length = 0;
         for (long v : values) {
-            inner.varint(v);
+            length += varintSize(v);
         }
-        return lengthDelimited(field, inner.bytes());
+        tag(field, 2);
+        varint(length);
+        for (long v : values) {
+            varint(v);
+        }
+        return this;
     }
 
-    Protobuf packedFloat(int field, float[] values, int from, int to) {
-        if (to == from) {
+    Protobuf packedFloat(int field, float[] values) {
+        if (values.length == 0) {
             return this;
         }
-        Protobuf inner = new Protobuf();
-        for (int i = from; i < to; i++) {
-            inner.fixed(Float.floatToRawIntBits(values[i]) & 0xffffffffL, 4);
+        tag(field, 2);
+        varint(4L * values.length);
+        for (float v : values) {
+            fixed(Float.floatToRawIntBits(v) & 0xffffffffL, 4);
         }
-        return lengthDelimited(field, inner.bytes());
+        return this;
     }
 
     private void tag(int field, int wire) {
@@ -78,16 +105,33 @@ final class Protobuf {
     }
 
     private void varint(long v) {
+        room(10);
         while ((v & ~0x7fL) != 0) {
-            out.write((int) ((v & 0x7f) | 0x80));
+            buf[size++] = (byte) ((v & 0x7f) | 0x80);
             v >>>= 7;
         }
-        out.write((int) v);
+        buf[size++] = (byte) v;
+    }
+
+    private static int varintSize(long v) {
+        int n = 1;
+        while ((v & ~0x7fL) != 0) {
+            v >>>= 7;
+            n++;
+        }
+        return n;
     }
 
     private void fixed(long v, int bytes) {
+        room(bytes);
         for (int i = 0; i < bytes; i++) {
-            out.write((int) (v >>> (8 * i)) & 0xff);
+            buf[size++] = (byte) (v >>> (8 * i));
+        }
+    }
+
+    private void room(int more) {
+        if (size + more > buf.length) {
+            buf = Arrays.copyOf(buf, Math.max(buf.length * 2, size + more));
         }
     }
 }

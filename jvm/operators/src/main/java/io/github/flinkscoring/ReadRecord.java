@@ -1,8 +1,9 @@
 package io.github.flinkscoring;
 
-import java.util.Map;
-
-/** A data record read on the JVM: what its row of a column batch holds. */
-record ReadRecord(String recordId, String dataType, long eventTimeMs, boolean json,
-                  Map<String, Input> inputs, byte[] original) {
+/**
+ * A data record read on the JVM: what its row of a column batch holds. Its inputs are
+ * names[i] = inputs[i], no name twice; the record id is its UTF-8.
+ */
+record ReadRecord(byte[] recordId, String dataType, long eventTimeMs, boolean json,
+                  String[] names, Input[] inputs, byte[] original) {
 }

@@ -3,6 +3,7 @@ package io.github.flinkscoring;
 import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.nio.charset.CharacterCodingException;
+import java.nio.charset.CharsetDecoder;
 import java.nio.charset.CodingErrorAction;
 import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
@@ -32,6 +33,7 @@ final class RecordReader {
 
     private final String recordFormat;
     private final int maxRecordBytes;
+    private final Names names = new Names();
 
     RecordReader(String recordFormat, int maxRecordBytes) {
         this.recordFormat = recordFormat;
@@ -47,24 +49,25 @@ final class RecordReader {
                 || (recordFormat.equals("auto") && raw.length > 0 && raw[0] == '{');
         try {
             ReadRecord r = json ? readJson(raw) : readProtobuf(raw);
-            return r == null || r.recordId().isEmpty() || r.dataType().isEmpty() ? null : r;
+            return r == null || r.recordId().length == 0 || r.dataType().isEmpty() ? null : r;
         } catch (IOException | RuntimeException | StackOverflowError e) {
             return null;
         }
     }
 
     // ---- protobuf ---------------------------------------------------------------------------
-    private static ReadRecord readProtobuf(byte[] b) {
+    private ReadRecord readProtobuf(byte[] b) {
+        names.startRecord();
         Wire w = new Wire(b, 0, b.length);
-        String id = "";
+        byte[] id = new byte[0];
         String dataType = "";
         long eventTime = 0;
-        Map<String, Input> inputs = new LinkedHashMap<>();
+        Inputs inputs = new Inputs();
         while (w.more()) {
             long tag = w.varint();
             switch ((int) tag) {
-                case (1 << 3) | 2 -> id = w.string();
-                case (2 << 3) | 2 -> dataType = w.string();
+                case (1 << 3) | 2 -> id = w.utf8();
+                case (2 << 3) | 2 -> dataType = w.name(names, false);
                 case (3 << 3) -> eventTime = w.varint();
                 case (4 << 3) | 2 -> {
                     if (!mapEntry(w.message(), inputs)) {
@@ -76,16 +79,20 @@ final class RecordReader {
                 }
             }
         }
-        return new ReadRecord(id, dataType, eventTime, false, inputs, b);
+        return new ReadRecord(id, dataType, eventTime, false, inputs.names(), inputs.values(), b);
     }
 
-    private static boolean mapEntry(Wire w, Map<String, Input> inputs) {
+    /** One map entry; false if it is not one this reader is sure of, or its key came before
+     * (protobuf keeps the last: Python's reader decides). */
+    private boolean mapEntry(Wire w, Inputs inputs) {
         String key = null;
         Input value = null;
+        boolean repeated = false;
         while (w.more()) {
             long tag = w.varint();
-            if (tag == ((1 << 3) | 2) && key == null) {
-                key = w.string();
+            if (tag == ((1 << 3) | 2) && key == null && !repeated) {
+                key = w.name(names, true);
+                repeated = key == null;
             } else if (tag == ((2 << 3) | 2) && value == null) {
                 value = value(w.message());
                 if (value == null) {
@@ -98,8 +105,32 @@ final class RecordReader {
         if (key == null || value == null || key.indexOf('#') >= 0) {
             return false;
         }
-        inputs.put(key, value);
+        inputs.add(key, value);
         return true;
+    }
+
+    /** A record's inputs in the order it sent them. */
+    static final class Inputs {
+        private String[] names = new String[16];
+        private Input[] values = new Input[16];
+        private int size;
+
+        void add(String name, Input value) {
+            if (size == names.length) {
+                names = java.util.Arrays.copyOf(names, size * 2);
+                values = java.util.Arrays.copyOf(values, size * 2);
+            }
+            names[size] = name;
+            values[size++] = value;
+        }
+
+        String[] names() {
+            return java.util.Arrays.copyOf(names, size);
+        }
+
+        Input[] values() {
+            return java.util.Arrays.copyOf(values, size);
+        }
     }
 
     private static Input value(Wire w) {
@@ -238,6 +269,22 @@ final class RecordReader {
             return s;
         }
 
+        /** A string field's UTF-8, checked. */
+        byte[] utf8() {
+            int length = length();
+            checkUtf8(b, pos, length);
+            pos += length;
+            return java.util.Arrays.copyOfRange(b, pos - length, pos);
+        }
+
+        /** A string field as `names` holds it; with `once`, null if the record sent it before. */
+        String name(Names names, boolean once) {
+            int length = length();
+            String s = once ? names.once(b, pos, length) : names.of(b, pos, length);
+            pos += length;
+            return s;
+        }
+
         private int length() {
             long length = varint();
             if (length < 0 || length > end - pos) {
@@ -253,15 +300,37 @@ final class RecordReader {
         }
     }
 
-    static String strictUtf8(byte[] b, int offset, int length) {
-        try {
-            return StandardCharsets.UTF_8.newDecoder()
+    private static final ThreadLocal<CharsetDecoder> UTF_8 = ThreadLocal.withInitial(() ->
+            StandardCharsets.UTF_8.newDecoder()
                     .onMalformedInput(CodingErrorAction.REPORT)
-                    .onUnmappableCharacter(CodingErrorAction.REPORT)
-                    .decode(ByteBuffer.wrap(b, offset, length)).toString();
+                    .onUnmappableCharacter(CodingErrorAction.REPORT));
+
+    /** b[offset, offset + length) as a String; IllegalArgumentException if it is not UTF-8. */
+    static String strictUtf8(byte[] b, int offset, int length) {
+        if (ascii(b, offset, length)) {
+            return new String(b, offset, length, StandardCharsets.ISO_8859_1);
+        }
+        try {
+            return UTF_8.get().reset().decode(ByteBuffer.wrap(b, offset, length)).toString();
         } catch (CharacterCodingException e) {
             throw new IllegalArgumentException("not UTF-8", e);
         }
+    }
+
+    /** As strictUtf8, without making the String where the bytes are ASCII. */
+    static void checkUtf8(byte[] b, int offset, int length) {
+        if (!ascii(b, offset, length)) {
+            strictUtf8(b, offset, length);
+        }
+    }
+
+    private static boolean ascii(byte[] b, int offset, int length) {
+        for (int i = offset; i < offset + length; i++) {
+            if (b[i] < 0) {
+                return false;
+            }
+        }
+        return true;
     }
 
     // ---- JSON (contract/json_records.py) -----------------------------------------------------
@@ -269,7 +338,7 @@ final class RecordReader {
         if (raw.length >= 3 && (raw[0] & 0xff) == 0xef && (raw[1] & 0xff) == 0xbb && (raw[2] & 0xff) == 0xbf) {
             return null; // a BOM: Python's json refuses it
         }
-        strictUtf8(raw, 0, raw.length);
+        checkUtf8(raw, 0, raw.length);
         try (JsonParser p = JSON.createParser(raw)) {
             if (p.nextToken() != JsonToken.START_OBJECT) {
                 return null;
@@ -293,9 +362,10 @@ final class RecordReader {
             }
             @SuppressWarnings("unchecked")
             Map<String, Input> inputs = (Map<String, Input>) fields.getOrDefault("inputs", new LinkedHashMap<>());
-            return new ReadRecord((String) fields.getOrDefault("record_id", ""),
+            return new ReadRecord(((String) fields.getOrDefault("record_id", "")).getBytes(StandardCharsets.UTF_8),
                     (String) fields.getOrDefault("data_type", ""),
-                    (Long) fields.getOrDefault("event_time_ms", 0L), true, inputs, raw);
+                    (Long) fields.getOrDefault("event_time_ms", 0L), true,
+                    inputs.keySet().toArray(new String[0]), inputs.values().toArray(new Input[0]), raw);
         }
     }
 

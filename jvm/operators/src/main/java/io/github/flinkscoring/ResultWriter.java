@@ -61,47 +61,7 @@ final class ResultWriter {
     private static void write(VectorSchemaRoot root, long nowMs, Sink sink) {
         Map<String, String> metadata = root.getSchema().getCustomMetadata();
         String dataType = metadata == null ? "" : metadata.getOrDefault(ColumnBatch.DATA_TYPE_KEY, "");
-        VarCharVector id = (VarCharVector) root.getVector("record_id");
-        BigIntVector time = (BigIntVector) root.getVector("event_time_ms");
-        BitVector json = (BitVector) root.getVector("json");
-        VarBinaryVector original = (VarBinaryVector) root.getVector("original");
-        VarCharVector name = (VarCharVector) root.getVector("model_name");
-        BigIntVector version = (BigIntVector) root.getVector("model_version");
-        VarCharVector stage = (VarCharVector) root.getVector("stage");
-        VarCharVector reason = (VarCharVector) root.getVector("reason");
-        List<FieldVector> outputs = new ArrayList<>();
-        for (FieldVector v : root.getFieldVectors()) {
-            String n = v.getField().getName();
-            if (!FIXED.contains(n) && !n.endsWith("#shape")) {
-                outputs.add(v);
-            }
-        }
-        for (int row = 0; row < root.getRowCount(); row++) {
-            String recordId = text(id, row);
-            String modelName = text(name, row);
-            long modelVersion = version.isNull(row) ? 0 : version.get(row);
-            if (!reason.isNull(row)) {
-                sink.deadLetter(deadLetter(recordId, dataType, text(stage, row), text(reason, row),
-                        original.isNull(row) ? new byte[0] : original.get(row), modelName, modelVersion, nowMs));
-                continue;
-            }
-            long eventTime = time.get(row);
-            if (json.get(row) == 1) {
-                byte[] message = resultJson(recordId, dataType, modelName, modelVersion, root, outputs, row,
-                        eventTime, nowMs);
-                if (message != null) {
-                    sink.result(message);
-                } else {
-                    sink.deadLetter(deadLetter(recordId, dataType, "score",
-                            "the model's outputs cannot be written as JSON: a non-finite number",
-                            original.isNull(row) ? new byte[0] : original.get(row), modelName, modelVersion,
-                            nowMs));
-                }
-            } else {
-                sink.result(result(recordId, dataType, modelName, modelVersion, root, outputs, row, eventTime,
-                        nowMs));
-            }
-        }
+        new Rows(root, dataType).write(nowMs, sink);
     }
 
     static byte[] deadLetter(String recordId, String dataType, String stage, String reason, byte[] original,
@@ -110,93 +70,159 @@ final class ResultWriter {
                 .bytes(5, original).string(6, modelName).int64(7, modelVersion).int64(8, nowMs).bytes();
     }
 
-    private static byte[] result(String recordId, String dataType, String modelName, long modelVersion,
-                                 VectorSchemaRoot root, List<FieldVector> outputs, int row, long eventTime,
-                                 long nowMs) {
-        Protobuf message = new Protobuf().string(1, recordId).string(2, dataType).string(3, modelName)
-                .int64(4, modelVersion);
-        for (FieldVector v : outputs) {
-            if (v.isNull(row)) {
-                continue;
+    /** One output column: its name, the kind its suffix names, and a tensor's shapes. */
+    private record Output(String name, byte[] nameBytes, Input.Kind kind, FieldVector values, ListVector shapes) {
+        static Output of(FieldVector v, VectorSchemaRoot root) {
+            String column = v.getField().getName();
+            int hash = column.indexOf('#');
+            String name = hash < 0 ? column : column.substring(0, hash);
+            Input.Kind kind = Input.Kind.ofSuffix(hash < 0 ? "" : column.substring(hash));
+            if (kind == null) {
+                throw new IllegalArgumentException("an output column " + column + " of no kind the job writes");
             }
-            String[] named = split(v.getField().getName());
-            byte[] entry = new Protobuf().lengthDelimited(1, named[0].getBytes(StandardCharsets.UTF_8))
-                    .lengthDelimited(2, value(v, named[1], root, named[0], row)).bytes();
-            message.lengthDelimited(5, entry);
+            ListVector shapes = kind == Input.Kind.TENSOR ? (ListVector) root.getVector(name + "#shape") : null;
+            return new Output(name, name.getBytes(StandardCharsets.UTF_8), kind, v, shapes);
         }
-        return message.int64(6, eventTime).int64(7, nowMs).bytes();
     }
 
-    /** A Value message (its oneof member written whatever its value). */
-    private static byte[] value(FieldVector v, String suffix, VectorSchemaRoot root, String name, int row) {
-        Protobuf value = new Protobuf();
-        switch (suffix) {
-            case "" -> value.oneofDouble(1, ((Float8Vector) v).get(row));
-            case "#int" -> value.oneofInt64(2, ((BigIntVector) v).get(row));
-            case "#str" -> value.lengthDelimited(3, ((VarCharVector) v).get(row));
-            case "#bytes" -> value.lengthDelimited(4, ((VarBinaryVector) v).get(row));
-            case "#tensor" -> {
-                Tensor t = tensor((ListVector) v, (ListVector) root.getVector(name + "#shape"), row);
-                value.lengthDelimited(5, new Protobuf().packedInt64(1, t.shape).packedFloat(2, t.values, 0,
-                        t.values.length).bytes());
-            }
-            default -> throw new IllegalArgumentException("an output column " + name + suffix
-                    + " of no kind the job writes");
-        }
-        return value.bytes();
-    }
+    /** A scored batch's columns, and the writers its messages are built in (reused row after row). */
+    private static final class Rows {
+        final String dataType;
+        final VarCharVector id;
+        final BigIntVector time;
+        final BitVector json;
+        final VarBinaryVector original;
+        final VarCharVector name;
+        final BigIntVector version;
+        final VarCharVector stage;
+        final VarCharVector reason;
+        final List<Output> outputs = new ArrayList<>();
+        final int rowCount;
+        final Protobuf message = new Protobuf();
+        final Protobuf entry = new Protobuf();
+        final Protobuf value = new Protobuf();
+        final Protobuf tensor = new Protobuf();
 
-    private static byte[] resultJson(String recordId, String dataType, String modelName, long modelVersion,
-                                     VectorSchemaRoot root, List<FieldVector> outputs, int row, long eventTime,
-                                     long nowMs) {
-        ByteArrayOutputStream out = new ByteArrayOutputStream(256);
-        try (JsonGenerator g = JSON.createGenerator(out)) {
-            g.writeStartObject();
-            g.writeStringField("record_id", recordId);
-            g.writeStringField("data_type", dataType);
-            g.writeStringField("model_name", modelName);
-            g.writeNumberField("model_version", modelVersion);
-            g.writeObjectFieldStart("outputs");
-            for (FieldVector v : outputs) {
-                if (v.isNull(row)) {
-                    continue;
-                }
-                String[] named = split(v.getField().getName());
-                g.writeFieldName(named[0]);
-                if (!jsonValue(g, v, named[1], root, named[0], row)) {
-                    return null;
+        Rows(VectorSchemaRoot root, String dataType) {
+            this.dataType = dataType;
+            id = (VarCharVector) root.getVector("record_id");
+            time = (BigIntVector) root.getVector("event_time_ms");
+            json = (BitVector) root.getVector("json");
+            original = (VarBinaryVector) root.getVector("original");
+            name = (VarCharVector) root.getVector("model_name");
+            version = (BigIntVector) root.getVector("model_version");
+            stage = (VarCharVector) root.getVector("stage");
+            reason = (VarCharVector) root.getVector("reason");
+            rowCount = root.getRowCount();
+            for (FieldVector v : root.getFieldVectors()) {
+                String n = v.getField().getName();
+                if (!FIXED.contains(n) && !n.endsWith("#shape")) {
+                    outputs.add(Output.of(v, root));
                 }
             }
-            g.writeEndObject();
-            g.writeNumberField("event_time_ms", eventTime);
-            g.writeNumberField("scoring_time_ms", nowMs);
-            g.writeEndObject();
-        } catch (IOException e) {
-            throw new UncheckedIOException(e);
         }
-        return out.toByteArray();
+
+        void write(long nowMs, Sink sink) {
+            byte[] dataTypeBytes = dataType.getBytes(StandardCharsets.UTF_8);
+            for (int row = 0; row < rowCount; row++) {
+                long modelVersion = version.isNull(row) ? 0 : version.get(row);
+                if (!reason.isNull(row)) {
+                    sink.deadLetter(deadLetter(text(id, row), dataType, text(stage, row), text(reason, row),
+                            originalOf(row), text(name, row), modelVersion, nowMs));
+                } else if (json.get(row) == 1) {
+                    byte[] message = resultJson(row, modelVersion, nowMs);
+                    if (message != null) {
+                        sink.result(message);
+                    } else {
+                        sink.deadLetter(deadLetter(text(id, row), dataType, "score",
+                                "the model's outputs cannot be written as JSON: a non-finite number",
+                                originalOf(row), text(name, row), modelVersion, nowMs));
+                    }
+                } else {
+                    sink.result(result(row, dataTypeBytes, modelVersion, nowMs));
+                }
+            }
+        }
+
+        private byte[] originalOf(int row) {
+            return original.isNull(row) ? new byte[0] : original.get(row);
+        }
+
+        private byte[] result(int row, byte[] dataTypeBytes, long modelVersion, long nowMs) {
+            message.reset().bytes(1, utf8(id, row)).bytes(2, dataTypeBytes).bytes(3, utf8(name, row))
+                    .int64(4, modelVersion);
+            for (Output out : outputs) {
+                if (!out.values().isNull(row)) {
+                    entry.reset().lengthDelimited(1, out.nameBytes()).message(2, value(out, row));
+                    message.message(5, entry);
+                }
+            }
+            return message.int64(6, time.get(row)).int64(7, nowMs).bytes();
+        }
+
+        /** A Value message (its oneof member written whatever its value). */
+        private Protobuf value(Output out, int row) {
+            value.reset();
+            return switch (out.kind()) {
+                case DOUBLE -> value.oneofDouble(1, ((Float8Vector) out.values()).get(row));
+                case INT -> value.oneofInt64(2, ((BigIntVector) out.values()).get(row));
+                case STRING -> value.lengthDelimited(3, ((VarCharVector) out.values()).get(row));
+                case BYTES -> value.lengthDelimited(4, ((VarBinaryVector) out.values()).get(row));
+                case TENSOR -> {
+                    Tensor t = tensorOf(out, row);
+                    yield value.message(5, tensor.reset().packedInt64(1, t.shape).packedFloat(2, t.values));
+                }
+            };
+        }
+
+        private byte[] resultJson(int row, long modelVersion, long nowMs) {
+            ByteArrayOutputStream out = new ByteArrayOutputStream(256);
+            try (JsonGenerator g = JSON.createGenerator(out)) {
+                g.writeStartObject();
+                g.writeStringField("record_id", text(id, row));
+                g.writeStringField("data_type", dataType);
+                g.writeStringField("model_name", text(name, row));
+                g.writeNumberField("model_version", modelVersion);
+                g.writeObjectFieldStart("outputs");
+                for (Output o : outputs) {
+                    if (o.values().isNull(row)) {
+                        continue;
+                    }
+                    g.writeFieldName(o.name());
+                    if (!jsonValue(g, o, row)) {
+                        return null;
+                    }
+                }
+                g.writeEndObject();
+                g.writeNumberField("event_time_ms", time.get(row));
+                g.writeNumberField("scoring_time_ms", nowMs);
+                g.writeEndObject();
+            } catch (IOException e) {
+                throw new UncheckedIOException(e);
+            }
+            return out.toByteArray();
+        }
     }
 
     /** Writes one output as JSON; false if it holds a number JSON cannot carry. */
-    private static boolean jsonValue(JsonGenerator g, FieldVector v, String suffix, VectorSchemaRoot root,
-                                     String name, int row) throws IOException {
-        switch (suffix) {
-            case "" -> {
-                double d = ((Float8Vector) v).get(row);
+    private static boolean jsonValue(JsonGenerator g, Output o, int row) throws IOException {
+        switch (o.kind()) {
+            case DOUBLE -> {
+                double d = ((Float8Vector) o.values()).get(row);
                 if (!Double.isFinite(d)) {
                     return false;
                 }
                 g.writeNumber(d);
             }
-            case "#int" -> g.writeNumber(((BigIntVector) v).get(row));
-            case "#str" -> g.writeString(new String(((VarCharVector) v).get(row), StandardCharsets.UTF_8));
-            case "#bytes" -> {
+            case INT -> g.writeNumber(((BigIntVector) o.values()).get(row));
+            case STRING -> g.writeString(new String(((VarCharVector) o.values()).get(row), StandardCharsets.UTF_8));
+            case BYTES -> {
                 g.writeStartObject();
-                g.writeStringField("b64", Base64.getEncoder().encodeToString(((VarBinaryVector) v).get(row)));
+                g.writeStringField("b64", Base64.getEncoder().encodeToString(((VarBinaryVector) o.values()).get(row)));
                 g.writeEndObject();
             }
-            case "#tensor" -> {
-                Tensor t = tensor((ListVector) v, (ListVector) root.getVector(name + "#shape"), row);
+            case TENSOR -> {
+                Tensor t = tensorOf(o, row);
                 for (float f : t.values) {
                     if (!Float.isFinite(f)) {
                         return false;
@@ -204,8 +230,6 @@ final class ResultWriter {
                 }
                 nestedList(g, t, 0, 0);
             }
-            default -> throw new IllegalArgumentException("an output column " + name + suffix
-                    + " of no kind the job writes");
         }
         return true;
     }
@@ -227,7 +251,9 @@ final class ResultWriter {
     private record Tensor(float[] values, long[] shape) {
     }
 
-    private static Tensor tensor(ListVector values, ListVector shapes, int row) {
+    private static Tensor tensorOf(Output out, int row) {
+        ListVector values = (ListVector) out.values();
+        ListVector shapes = out.shapes();
         Float4Vector data = (Float4Vector) values.getDataVector();
         int start = values.getElementStartIndex(row);
         float[] flat = new float[values.getElementEndIndex(row) - start];
@@ -243,12 +269,11 @@ final class ResultWriter {
         return new Tensor(flat, shape);
     }
 
-    private static String[] split(String column) {
-        int hash = column.indexOf('#');
-        return hash < 0 ? new String[] {column, ""} : new String[] {column.substring(0, hash), column.substring(hash)};
-    }
-
     private static String text(VarCharVector v, int row) {
         return v.isNull(row) ? "" : new String(v.get(row), StandardCharsets.UTF_8);
+    }
+
+    private static byte[] utf8(VarCharVector v, int row) {
+        return v.isNull(row) ? null : v.get(row);
     }
 }
