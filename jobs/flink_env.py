@@ -168,6 +168,7 @@ def batched_by_data_type(records: DataStream, record_format: str, max_record_byt
              .transform("read records into column batches", Types.ROW([Types.STRING(), BYTES]).get_java_type_info(),
                         batcher)
              .uid("batch-records")
+             .setBufferTimeout(0)  # an element is a whole batch: send each as it is made
              .keyBy(jvm.KeyByKeySelector(), Types.ROW([Types.STRING()]).get_java_type_info()))
     return KeyedStream(keyed, BYTES, records)
 

@@ -120,7 +120,7 @@ def job_parser(environ: Mapping[str, str] = os.environ) -> argparse.ArgumentPars
          help="records as protobuf DataRecords or JSON; auto: JSON when a record starts with '{'. "
               "A result is written in its record's format")
     flag("--stats-interval-ms", type=int, default=defaults.stats_interval_ms)
-    flag("--bundle-time-ms", type=int, default=100,
+    flag("--bundle-time-ms", type=int, default=50,
          help="PyFlink bundle time: bounds how long results wait in the Python worker")
     flag("--bundle-size", type=int, default=1000,
          help="PyFlink bundle size (Flink's default): at each bundle end the JVM waits for the Python "
