@@ -274,11 +274,14 @@ def parser() -> argparse.ArgumentParser:
     pub.add_argument("--name", required=True)
     pub.add_argument("--data-type", required=True, help="the records this model scores")
     pub.add_argument("--type", choices=sorted(BY_NAME), required=True)
-    pub.add_argument("--path", type=Path, required=True, help="a PMML file, a SavedModel directory (or its .tar.gz), or an ONNX file")
+    pub.add_argument("--path", type=Path, required=True,
+                     help="a PMML file, a SavedModel directory (or its .tar.gz), an ONNX file, an XGBoost model "
+                          "(JSON or UBJSON) or a LightGBM model (text)")
     pub.add_argument("--description", default="")
     pub.add_argument("--explain-fraction", type=float, default=0.0, metavar="F",
                      help="the share of records (0-1) whose results carry the model's explanation "
-                          "(a SavedModel's 'explain' signature); default none")
+                          "(a SavedModel's 'explain' signature, an XGBoost or LightGBM model's feature "
+                          "contributions); default none")
     announcing(pub)
     rollout_flags(pub)
 

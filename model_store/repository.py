@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from contract import scoring_pb2 as pb
-from contract.model_types import ARTIFACT_FILES
+from contract.model_types import ARTIFACT_FILES, artifact_file
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -45,6 +45,14 @@ def sha256_of(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def _head(source: Path) -> bytes:
+    """A file's first bytes (b"" for a directory): some artifacts are named by their content."""
+    if not source.is_file():
+        return b""
+    with open(source, "rb") as f:
+        return f.read(16)
 
 
 def pack_saved_model(directory: Path, target: Path) -> None:
@@ -93,7 +101,7 @@ class ModelRepository:
             version = max((m.version for m in self.versions(name)), default=0) + 1
             final = self.root / name / str(version)
             with tempfile.TemporaryDirectory(dir=self.root) as staging:
-                artifact = Path(staging) / ARTIFACT_FILES[model_type]
+                artifact = Path(staging) / artifact_file(model_type, _head(Path(source)))
                 if model_type == pb.TENSORFLOW_SAVED_MODEL and Path(source).is_dir():
                     pack_saved_model(Path(source), artifact)
                 else:

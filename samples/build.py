@@ -2,14 +2,18 @@
 
     python -m samples.build --out .run/samples      (`make models`)
 
-Each sample lands in `<out>/<sample>/` with its artifact (`model.pmml` or a
-`saved_model/` directory) and `samples.json`: sample inputs and the training
+Each sample lands in `<out>/<sample>/` with its artifact (`model.pmml`, `model.onnx`,
+`model.json`, `model.txt` or a `saved_model/` directory) and `samples.json`: sample inputs and the training
 framework's own predictions on them, to check the scoring backends against.
 
 - wine-pmml:  scikit-learn (StandardScaler + GradientBoosting) on sklearn's wine data, as PMML (nyoka)
 - wine-tf:    a Keras classifier on the same data and the same named inputs, as a SavedModel
 - wine-onnx:  scikit-learn (StandardScaler + RandomForest) on the same data and inputs,
               converted to ONNX by skl2onnx (verification samples in its metadata properties)
+- wine-xgboost: XGBoost's own multiclass booster on the same data and inputs, saved as JSON
+              (verification samples in its attributes)
+- wine-lightgbm: LightGBM's own multiclass booster on the same data and inputs, saved as text
+              (verification samples in its header lines)
 - wine-pmml-shallow: wine-pmml retrained with 2 trees of depth 1: a model that predicts
               differently (rollout demos and tests: a shadow that fails its gate)
 - wine-tf-fragile: wine-tf with a bug: non-finite outputs when magnesium > 150, which none of
@@ -38,8 +42,9 @@ import numpy as np
 
 from contract.values import plain
 from scoring.backends import onnx as onnx_backend
+from scoring.backends.lightgbm import with_properties
 from scoring.backends.tensorflow import VERIFICATION_FILE
-from scoring.verification import to_json
+from scoring.verification import VERIFICATION_KEY, to_json
 
 SEED = 7
 N_SAMPLES = 16
@@ -68,6 +73,10 @@ def write_samples(out: Path, meta: dict, inputs: list[dict], expected: list[dict
         add_onnx_properties(out / "model.onnx", {onnx_backend.VERIFICATION_KEY: to_json(inputs, expected)})
     if (out / "model.pmml").exists():
         add_pmml_verification(out / "model.pmml", inputs, expected)
+    if (out / "model.json").exists():
+        add_xgboost_attributes(out / "model.json", {VERIFICATION_KEY: to_json(inputs, expected)})
+    if (out / "model.txt").exists():
+        add_lightgbm_properties(out / "model.txt", {VERIFICATION_KEY: to_json(inputs, expected)})
     doc = {**meta, "format": FORMAT, "inputs": inputs, "expected": expected}
     (out / "samples.json").write_text(json.dumps(doc, indent=1, default=plain))
 
@@ -105,6 +114,20 @@ def add_onnx_properties(path: Path, properties: dict[str, str]) -> None:
     model = onnx.load(str(path))
     onnx.helper.set_model_props(model, {**{p.key: p.value for p in model.metadata_props}, **properties})
     onnx.save(model, str(path))
+
+
+def add_xgboost_attributes(path: Path, attributes: dict[str, str]) -> None:
+    """Set attributes of an XGBoost model (where its verification samples travel)."""
+    import xgboost as xgb
+
+    booster = xgb.Booster(model_file=str(path))
+    booster.set_attr(**attributes)
+    booster.save_model(str(path))
+
+
+def add_lightgbm_properties(path: Path, properties: dict[str, str]) -> None:
+    """Add header lines to a LightGBM model text (where its verification samples travel)."""
+    path.write_text(with_properties(path.read_text(), properties))
 
 
 def build_wine_pmml(out: Path, n_estimators: int = 30, max_depth: int = 2) -> None:
@@ -156,6 +179,42 @@ def build_wine_onnx(out: Path) -> None:
     expected = [{"output_label": int(c), **{f"output_probability_{k}": float(p[k]) for k in range(3)}}
                 for p, c in zip(proba, pipeline.predict(rows.astype(np.float32)), strict=True)]
     write_samples(out, {"model_type": "ONNX", "data_type": "wine"}, rows.to_dict(orient="records"), expected)
+
+
+def multiclass_expected(probabilities: np.ndarray) -> list[dict]:
+    """What the XGBoost and LightGBM backends output for a multiclass model's probabilities."""
+    return [{**{f"probability_{k}": float(v) for k, v in enumerate(p)}, "prediction": int(p.argmax())}
+            for p in probabilities]
+
+
+def build_wine_xgboost(out: Path) -> None:
+    """A booster trained by XGBoost itself on the named inputs (the DataFrame's columns become
+    its feature names), saved in XGBoost's JSON format."""
+    import xgboost as xgb
+
+    X, y = wine_data()
+    params = {"objective": "multi:softprob", "num_class": 3, "max_depth": 3, "nthread": 1, "seed": SEED}
+    booster = xgb.train(params, xgb.DMatrix(X, label=y), num_boost_round=20)
+    out.mkdir(parents=True, exist_ok=True)
+    booster.save_model(str(out / "model.json"))
+    rows = X.sample(N_SAMPLES, random_state=SEED)
+    write_samples(out, {"model_type": "XGBOOST", "data_type": "wine"}, rows.to_dict(orient="records"),
+                  multiclass_expected(booster.predict(xgb.DMatrix(rows))))
+
+
+def build_wine_lightgbm(out: Path) -> None:
+    """A booster trained by LightGBM itself on the named inputs, saved in its text format."""
+    import lightgbm as lgb
+
+    X, y = wine_data()
+    params = {"objective": "multiclass", "num_class": 3, "num_leaves": 7, "min_data_in_leaf": 5,
+              "num_threads": 1, "seed": SEED, "deterministic": True, "verbose": -1}
+    booster = lgb.train(params, lgb.Dataset(X, label=y), num_boost_round=20)
+    out.mkdir(parents=True, exist_ok=True)
+    booster.save_model(str(out / "model.txt"))
+    rows = X.sample(N_SAMPLES, random_state=SEED)
+    write_samples(out, {"model_type": "LIGHTGBM", "data_type": "wine"}, rows.to_dict(orient="records"),
+                  multiclass_expected(booster.predict(rows)))
 
 
 def build_wine_tf(out: Path) -> None:
@@ -417,6 +476,8 @@ BUILDERS = {
     "wine-pmml": build_wine_pmml,
     "wine-tf": build_wine_tf,
     "wine-onnx": build_wine_onnx,
+    "wine-xgboost": build_wine_xgboost,
+    "wine-lightgbm": build_wine_lightgbm,
     "wine-pmml-shallow": partial(build_wine_pmml, n_estimators=2, max_depth=1),
     "wine-tf-fragile": build_wine_tf_fragile,
     "spam-tf": build_spam_tf,

@@ -9,6 +9,8 @@ Where the samples come from:
 - SavedModel: `assets.extra/verification.json`:
   `{"inputs": [{...}], "expected": [{...}], "rtol": 1e-4, "atol": 1e-5}`.
 - ONNX: the same JSON in the model's metadata property `scoring.verification`.
+- XGBoost: the same JSON in the booster's attribute `scoring.verification`; LightGBM: in the
+  model text's header line `scoring.verification=...` (scoring.backends.lightgbm).
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ from scoring.batch import score_batch
 from scoring.errors import VerificationError
 
 PMML_PRECISION, PMML_ZERO_THRESHOLD = 1e-6, 1e-16  # the PMML defaults
+# The property a one-file model carries its samples' JSON in (XGBoost attributes, LightGBM header
+# lines; ONNX metadata, scoring.backends.onnx.VERIFICATION_KEY).
+VERIFICATION_KEY = "scoring.verification"
 
 
 @dataclass(frozen=True)
@@ -143,6 +148,13 @@ def from_json(text: str, where: str) -> Verification:
                             default=Tolerance(float(doc.get("rtol", 1e-4)), float(doc.get("atol", 1e-5))))
     except (ValueError, KeyError, TypeError, AttributeError) as err:
         raise VerificationError(f"{where} is not usable verification JSON: {err!r}") from err
+
+
+def from_properties(properties: Mapping[str, str], where: str) -> Verification | None:
+    """The samples a one-file model carries in its string properties, if it carries any."""
+    if VERIFICATION_KEY not in properties:
+        return None
+    return from_json(properties[VERIFICATION_KEY], f"{where}'s {VERIFICATION_KEY}")
 
 
 def with_tensors(row: Mapping[str, Any]) -> dict[str, Any]:

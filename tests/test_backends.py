@@ -1,4 +1,5 @@
-"""The TensorFlow, PMML and ONNX backends against the training frameworks' own predictions."""
+"""The TensorFlow, PMML, ONNX, XGBoost and LightGBM backends against the training frameworks' own
+predictions."""
 
 from __future__ import annotations
 
@@ -39,6 +40,10 @@ def artifact_of(folder: Path, tmp_path: Path) -> tuple[Path, int]:
         return folder / "model.pmml", pb.PMML
     if (folder / "model.onnx").exists():
         return folder / "model.onnx", pb.ONNX
+    if (folder / "model.json").exists():
+        return folder / "model.json", pb.XGBOOST
+    if (folder / "model.txt").exists():
+        return folder / "model.txt", pb.LIGHTGBM
     target = tmp_path / "model.tar.gz"
     pack_saved_model(folder / "saved_model", target)
     return target, pb.TENSORFLOW_SAVED_MODEL
@@ -60,7 +65,7 @@ def assert_close(actual: dict, expected: dict) -> None:
                                        err_msg=name)
 
 
-SAMPLES = ["wine-pmml", "wine-tf", "wine-onnx", "spam-tf", "digits-tf"]
+SAMPLES = ["wine-pmml", "wine-tf", "wine-onnx", "wine-xgboost", "wine-lightgbm", "spam-tf", "digits-tf"]
 
 
 @pytest.mark.parametrize("sample", SAMPLES)
@@ -76,7 +81,7 @@ def test_scores_equal_the_training_frameworks_predictions(samples, tmp_path, sam
     assert_close(score_batch(model, doc["inputs"][:1])[0].outputs, doc["expected"][0])
 
 
-@pytest.mark.parametrize("sample", ["wine-pmml", "wine-tf"])
+@pytest.mark.parametrize("sample", ["wine-pmml", "wine-tf", "wine-xgboost", "wine-lightgbm"])
 def test_bad_records_fail_alone(samples, tmp_path, sample):
     doc = load_samples(samples[sample])
     model = load(samples[sample], tmp_path)

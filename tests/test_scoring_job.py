@@ -151,6 +151,36 @@ def test_an_onnx_model_scores_as_onnx_runtime_itself_scores_the_same_records(sco
         assert [got[f"output_probability_{k}"] for k in p] == pytest.approx(list(p.values()), rel=1e-6, abs=1e-7)
 
 
+def test_xgboost_and_lightgbm_models_score_as_their_libraries_score_the_same_records(scoring, samples):
+    """The whole wine data set through Kafka and the job, each booster beside its own library's
+    predict on the same rows (models trained by the libraries, published with the CLI)."""
+    import lightgbm as lgb
+    import xgboost as xgb
+
+    from samples.build import wine_data
+
+    X, _ = wine_data()
+    rows = X.to_dict(orient="records")
+    boosters = {"xgboost": (samples["wine-xgboost"] / "model.json",
+                            lambda path: xgb.Booster(model_file=str(path)).predict(xgb.DMatrix(X))),
+                "lightgbm": (samples["wine-lightgbm"] / "model.txt",
+                             lambda path: lgb.Booster(model_file=str(path)).predict(X))}
+    sent = {}
+    for kind, (path, _) in boosters.items():
+        scoring.publish(f"{kind}-wine-model", f"{kind}-wine", kind, path)
+        nudge_until_event(scoring, Event.AVAILABLE, f"{kind}-wine", 1, rows[:1], f"{kind}-nudge")
+        sent[kind] = scoring.send_records(f"{kind}-wine", rows, prefix=kind)
+    for kind, (path, library_predict) in boosters.items():
+        results = {r.record_id: r for r in results_including(scoring, f"{kind}-wine", sent[kind], timeout_s=120)}
+        assert set(sent[kind]) <= set(results), f"{kind}: {len(set(sent[kind]) - set(results))} records have no result"
+        for record_id, p in zip(sent[kind], library_predict(path), strict=True):
+            r = results[record_id]
+            assert (r.model_name, r.model_version) == (f"{kind}-wine-model", 1)
+            got = outputs_of(r)
+            assert got["prediction"] == int(p.argmax())
+            assert [got[f"probability_{k}"] for k in range(3)] == pytest.approx(list(p), rel=1e-6, abs=1e-7)
+
+
 def test_bad_records_are_dead_lettered_while_good_ones_flow(scoring, samples):
     rows = load_samples(samples["wine-pmml"])["inputs"]
     scoring.publish("bad-wine", "bad", "pmml", samples["wine-pmml"] / "model.pmml")

@@ -14,6 +14,8 @@ BACKENDS: dict[int, str] = {
     pb.PMML: "scoring.backends.pmml:PmmlBackend",
     pb.TENSORFLOW_SAVED_MODEL: "scoring.backends.tensorflow:TensorFlowBackend",
     pb.ONNX: "scoring.backends.onnx:OnnxBackend",
+    pb.XGBOOST: "scoring.backends.xgboost:XGBoostBackend",
+    pb.LIGHTGBM: "scoring.backends.lightgbm:LightGBMBackend",
 }
 
 # More backends without touching this file: SCORING_EXTRA_BACKENDS="99=pkg.module:Class,...".
