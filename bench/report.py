@@ -10,6 +10,10 @@ TARGETS = [
     ("PMML job / raw PMML", lambda r: r["throughput"]["pmml_rps"] / r["throughput"]["raw_pmml_rps"], 0.5, True),
     ("TF job / raw TF", lambda r: r["throughput"]["tf_rps"] / r["throughput"]["raw_tf_rps"], 0.5, True),
     ("ONNX job / raw ONNX Runtime", lambda r: r["throughput"]["onnx_rps"] / r["throughput"]["raw_onnx_rps"], 0.5, True),
+    ("XGBoost job / raw XGBoost", lambda r: r["throughput"]["xgboost_rps"] / r["throughput"]["raw_xgboost_rps"], 0.5,
+     True),
+    ("LightGBM job / raw LightGBM", lambda r: r["throughput"]["lightgbm_rps"] / r["throughput"]["raw_lightgbm_rps"],
+     0.5, True),
     ("pass-through / JVM-only job", lambda r: r["throughput"]["passthrough_rps"] / r["throughput"]["jvm_only_rps"],
      0.7, True),
     *((f"{label} / the record path, same run", lambda r, k=key: r["throughput"]["ratios"][f"{k}_over_record_path"],
@@ -66,6 +70,7 @@ def markdown(report: dict) -> str:
                 ("bare PyFlink (same topology, identity functions)", "bare_pyflink", None),
                 ("pass-through", "passthrough", None), ("PMML", "pmml", "raw_pmml_rps"),
                 ("TensorFlow", "tf", "raw_tf_rps"), ("ONNX", "onnx", "raw_onnx_rps"),
+                ("XGBoost", "xgboost", "raw_xgboost_rps"), ("LightGBM", "lightgbm", "raw_lightgbm_rps"),
                 ("remote HTTP (TF)", "remote_http", "raw_tf_rps"),
                 ("pass-through, record path", "passthrough_record_path", None),
                 ("TensorFlow, record path", "tf_record_path", "raw_tf_rps"),
@@ -86,11 +91,14 @@ def markdown(report: dict) -> str:
         out.append(f"| raw TF (no Flink, batches of 256) | {_fmt(t['raw_tf_rps'])} | | | | | |")
         if "raw_onnx_rps" in t:
             out.append(f"| raw ONNX Runtime (no Flink, batches of 256) | {_fmt(t['raw_onnx_rps'])} | | | | | |")
+        for label, key in (("XGBoost (inplace_predict", "raw_xgboost_rps"), ("LightGBM (predict", "raw_lightgbm_rps")):
+            if key in t:
+                out.append(f"| raw {label} on a ready matrix of 256 rows, one thread) | {_fmt(t[key])} | | | | | |")
         out += ["", "The job's own Python per batch and per record (columnar path, process mode; the model call "
                 "included; PyFlink's own per-element work is not):\n",
                 "| case | records per call | µs per batch | µs per record |", "|---|---:|---:|---:|"]
         out += [f"| {k} | {t[f'{k}_records_per_call']:.0f} | {t[f'{k}_python_us_per_batch']:,.0f} | "
-                f"{t[f'{k}_python_us_per_record']:.2f} |" for k in ("passthrough", "pmml", "tf", "onnx")
+                f"{t[f'{k}_python_us_per_record']:.2f} |" for k in ("passthrough", "pmml", "tf", "onnx", "xgboost", "lightgbm")
                 if f"{k}_python_us_per_batch" in t]
         out.append("")
     if "latency" in report:

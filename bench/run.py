@@ -60,7 +60,9 @@ from scoring.options import ScoringOptions
 RESULTS = paths.ROOT / "bench" / "results"
 # The models a case can publish, by kind: the CLI's type, the sample, its artifact.
 ARTIFACTS = {"tf": ("tensorflow", "wine-tf", "saved_model"), "onnx": ("onnx", "wine-onnx", "model.onnx"),
+             "xgboost": ("xgboost", "wine-xgboost", "model.json"), "lightgbm": ("lightgbm", "wine-lightgbm", "model.txt"),
              "digits": ("tensorflow", "digits-tf", "saved_model")}
+TREES = ("xgboost", "lightgbm")  # boosted trees: the job and the raw library, in the main run
 BENCH_JOB = Principal("bench-scoring-job")
 DATA_TYPES = 8  # records are spread over this many data types, so parallelism 2 has work for both
 Event = pb.ModelEvent
@@ -224,7 +226,8 @@ class Bench:
     def __init__(self, stack: ExitStack, records: int) -> None:
         self.records = records
         self.workdir = paths.RUN / "bench" / time.strftime("%Y%m%d-%H%M%S")
-        self.samples = build_all(paths.RUN / "samples", ["wine-pmml", "wine-tf", "wine-onnx", "digits-tf", "spam-tf"])
+        self.samples = build_all(paths.RUN / "samples", ["wine-pmml", "wine-tf", "wine-onnx", "wine-xgboost",
+                                                          "wine-lightgbm", "digits-tf", "spam-tf"])
         self.rows = json.loads((self.samples["wine-pmml"] / "samples.json").read_text())["inputs"]
         self.keys = self.workdir / "keys"
         signing.new_key_pair(self.keys)
@@ -362,6 +365,31 @@ def raw_library(bench: Bench, kinds: tuple[str, ...] = ("pmml", "tf"), n: int = 
         out[key] = done / (time.perf_counter() - started)
         model.release()
         log(f"raw {key}: {out[key]:,.0f} records/s")
+    return out
+
+
+def raw_trees(bench: Bench, seconds: float = 5, batch: int = 256) -> dict[str, float]:
+    """The boosted trees' libraries alone, on one thread: XGBoost's inplace_predict and
+    LightGBM's predict on a matrix of `batch` rows built beforehand (no backend, no checks)."""
+    import lightgbm as lgb
+    import xgboost as xgb
+
+    rows = list(itertools.islice(itertools.cycle(bench.rows), batch))
+    xgb_model = xgb.Booster(model_file=str(bench.samples["wine-xgboost"] / "model.json"))
+    xgb_model.set_param({"nthread": 1})
+    lgb_model = lgb.Booster(model_file=str(bench.samples["wine-lightgbm"] / "model.txt"))
+    calls = {"xgboost": (xgb_model.inplace_predict, xgb_model.feature_names, np.float32, {}),
+             "lightgbm": (lgb_model.predict, lgb_model.feature_name(), np.float64, {"num_threads": 1})}
+    out = {}
+    for kind, (predict, features, dtype, kwargs) in calls.items():
+        x = np.array([[r[f] for f in features] for r in rows], dtype=dtype)
+        for _round in ("warm-up", "measured"):
+            started, done = time.perf_counter(), 0
+            while time.perf_counter() - started < seconds:
+                predict(x, **kwargs)
+                done += batch
+        out[f"raw_{kind}_rps"] = done / (time.perf_counter() - started)
+        log(f"raw {kind}: {out[f'raw_{kind}_rps']:,.0f} records/s")
     return out
 
 
@@ -837,11 +865,11 @@ def throughput_section(bench: Bench, n: int) -> dict:
     path for comparison, and plain consumer loops. Cases that run below ~20k records/s get a
     quarter of the records: their steady window is long enough with fewer."""
     slow = max(n // 4, 1000)
-    t = raw_library(bench, ("pmml", "tf", "onnx"))
+    t = raw_library(bench, ("pmml", "tf", "onnx")) | raw_trees(bench)
     stop_on_sigterm()  # pypmml's in-process JVM took SIGTERM over: it would exit, skipping the clean-ups
     t["jvm_only_rps"] = throughput_case(bench, "jvm_only", 1, n)["rps"]
     t["bare_pyflink_rps"] = throughput_case(bench, "bare", 1, n)["rps"]
-    for kind in ("passthrough", "pmml", "tf", "onnx"):
+    for kind in ("passthrough", "pmml", "tf", "onnx", *TREES):
         found = throughput_case(bench, kind, 1, slow if kind == "pmml" else n)
         t[f"{kind}_rps"] = found["rps"]
         for key in ("python_us_per_batch", "python_us_per_record", "records_per_call"):
@@ -860,7 +888,7 @@ def throughput_section(bench: Bench, n: int) -> dict:
     t["remote_http_rps"] = throughput_case(bench, "remote", 1, max(n // 250, 1000))["rps"]
     t["ratios"] = {
         "passthrough_over_jvm_only": t["passthrough_rps"] / t["jvm_only_rps"],
-        **{f"{k}_over_raw": t[f"{k}_rps"] / t[f"raw_{k}_rps"] for k in ("pmml", "tf", "onnx")},
+        **{f"{k}_over_raw": t[f"{k}_rps"] / t[f"raw_{k}_rps"] for k in ("pmml", "tf", "onnx", *TREES)},
         **{f"{k}_over_record_path": t[f"{k}_rps"] / t[f"{k}_record_path_rps"] for k in ("passthrough", "tf", "onnx")},
         **{f"{k}_thread_over_process": t[f"{k}_thread_rps"] / t[f"{k}_rps"] for k in ("passthrough", "tf", "onnx")},
     }
