@@ -457,12 +457,7 @@ def poison_record(world: World) -> list[CaseResult]:
     the crash journal names it. Then it is dead-lettered, and every other record scored once.
     On the guarded job: a MiniCluster whose Python workers are processes of their own."""
     job, data_type = world.guarded_job(), "poison"
-    artifact = json.dumps({"crash_on": crashing_model.CRASH_ON}).encode()
-    d = pb.ModelDescriptor(name=data_type, version=1, data_type=data_type, model_type=crashing_model.CRASHING_TYPE,
-                           inline_bytes=artifact, sha256=hashlib.sha256(artifact).hexdigest(),
-                           size_bytes=len(artifact), sequence=cli.next_sequence())
-    signing.sign(d, world.signing_key)
-    job.setup.announce([d.SerializeToString()])
+    _announce_crashing_model(world, data_type, 1)
     job.outputs.wait_event(is_event(Event.ACCEPTED, data_type, 1), f"ACCEPTED {data_type} v1", RECOVERY_TIMEOUT_S)
     started = time.monotonic()
     rows = [{"x": float(i)} for i in range(50)]
@@ -473,6 +468,52 @@ def poison_record(world: World) -> list[CaseResult]:
     r.check("exactly once: no record scored twice across the restarts", r.duplicated == 0, f"{r.duplicated} twice")
     r.notes.append(f"{len(good)} good records around the one that aborts its worker")
     return [r]
+
+
+def load_crash(world: World) -> list[CaseResult]:
+    """A version whose load kills its Python worker (as a crash in a native loader would),
+    published while v1 serves: the task fails, restarts, reads the descriptor again (broadcast
+    state, the models topic), loads it and dies again, until the load journal refuses it: ERROR
+    after --max-load-crashes (2) crashes, and no third load. v1 scores every record, before,
+    during and after the restarts, each once. On the guarded job, as `poison-record`."""
+    job, data_type = world.guarded_job(), "load-crash"
+    _announce_crashing_model(world, data_type, 1)
+    job.outputs.wait_event(is_event(Event.ACCEPTED, data_type, 1), f"ACCEPTED {data_type} v1", RECOVERY_TIMEOUT_S)
+    sent = job.setup.send_records(data_type, [{"x": 0.0}], "load-crash-primer")
+    job.outputs.wait_event(is_event(Event.AVAILABLE, data_type, 1), f"AVAILABLE {data_type} v1", RECOVERY_TIMEOUT_S)
+    started = time.monotonic()
+    rows = [{"x": float(i)} for i in range(50)]
+    sent += job.setup.send_records(data_type, rows, "load-crash-a")
+    _announce_crashing_model(world, data_type, 2, abort_on_load=True)
+    refused = _wait_while_sending(job, _sender(job, data_type), rows, sent,
+                                  is_event(Event.ERROR, data_type, 2, "crashed the Python worker 2 times"),
+                                  timeout_s=RECOVERY_TIMEOUT_S)
+    sent += job.setup.send_records(data_type, rows, "load-crash-b")
+    r = tallied("load-crash", job, records(sent), started)
+    r.check("ERROR v2: its load crashed the worker 2 times, it is not loaded again", refused is not None,
+            refused.reason[:300] if refused else "no such event")
+    served = {(s.model, s.version) for s in job.outputs.scores_of(sent)}
+    r.check("v1 scored every record", served == {(data_type, 1)}, f"scored by {sorted(served)}")
+    r.check("exactly once: no record scored twice across the restarts", r.duplicated == 0, f"{r.duplicated} twice")
+    r.models_before = r.models_after = {data_type: f"{data_type} v1"}
+    r.notes.append(f"{len(sent)} records while v2's load aborted the worker")
+    return [r]
+
+
+def _sender(job: Job, data_type: str) -> Callable[[list[dict], str], list[str]]:
+    return lambda rows, prefix: job.setup.send_records(data_type, rows, prefix)
+
+
+def _announce_crashing_model(world: World, data_type: str, version: int, **artifact) -> pb.ModelDescriptor:
+    """faults/crashing_model.py's model (inline, signed by the run's key) as `version` of a model
+    named after `data_type`, announced to the guarded job; `artifact` adds to its JSON."""
+    data = json.dumps({"crash_on": crashing_model.CRASH_ON, **artifact}).encode()
+    d = pb.ModelDescriptor(name=data_type, version=version, data_type=data_type,
+                           model_type=crashing_model.CRASHING_TYPE, inline_bytes=data,
+                           sha256=hashlib.sha256(data).hexdigest(), size_bytes=len(data), sequence=cli.next_sequence())
+    signing.sign(d, world.signing_key)
+    world.guarded_job().setup.announce([d.SerializeToString()])
+    return d
 
 
 # ---- bad models ------------------------------------------------------------------------------------
@@ -709,6 +750,7 @@ def catalogue(kills: int = 3, fuzz_bad: int = 10_000, tensorflow: bool = True) -
         "model-throws": bad_record_case("model-throws", model_throws, sample="digits-tf"),
         f"fuzz-{fuzz_bad}": fuzz(fuzz_bad),
         "poison-record": poison_record,
+        "load-crash": load_crash,
         "malformed-descriptor": bad_model_case("malformed-descriptor", malformed_descriptors),
         "unknown-model-type": bad_model_case("unknown-model-type", unknown_model_type),
         "sha256-mismatch": bad_model_case("sha256-mismatch", sha256_mismatch),

@@ -4,6 +4,9 @@ case. Registered with SCORING_EXTRA_BACKENDS="98=faults.crashing_model:CrashingB
 artifact is JSON: {"crash_on": 666.0}.
 
     y = 2 * x, for every record whose x is not crash_on
+
+With {"abort_on_load": true} in the artifact it kills its process as it loads instead, as a
+crash in a framework's native loader would (the load-crash case of the load journal).
 """
 
 from __future__ import annotations
@@ -40,4 +43,7 @@ class CrashingModel(LoadedModel):
 
 class CrashingBackend(ModelBackend):
     def load(self, artifact: Path, signature_name: str = "") -> LoadedModel:
-        return CrashingModel(float(json.loads(artifact.read_text())["crash_on"]))
+        spec = json.loads(artifact.read_text())
+        if spec.get("abort_on_load"):
+            os.abort()
+        return CrashingModel(float(spec["crash_on"]))

@@ -65,7 +65,7 @@ from scoring.lifecycle import (
 from scoring.loader import Servable, load_servable
 from scoring.manager import READY, ModelManager
 from scoring.options import ScoringOptions
-from scoring.poison import CrashJournal
+from scoring.poison import CrashJournal, LoadJournal
 from scoring.policy import accept, over_capacity
 from scoring.rollout import from_json, to_json
 from scoring.stats import ModelStats, OperatorTotals
@@ -122,12 +122,12 @@ class ScoreModels(KeyedBroadcastProcessFunction):
         self.sequenced = trust.required
         allowed = {data_type: frozenset(ops) for data_type, ops in o.allowed_model_ops}
         load = partial(load_servable, fetcher=fetcher, trust=trust, allowed_ops=allowed)
-        self.manager = ModelManager(load, o.model_cache_size, o.load_retry_s)
+        self.journal, load_journal = self._crash_journals()
+        self.manager = ModelManager(load, o.model_cache_size, o.load_retry_s, journal=load_journal)
         self.accepted: dict[str, pb.ModelDescriptor] | None = None  # mirror of broadcast state
         self.keys: dict[str, KeyState] = {}
         self.limits = HoldLimits(o.max_held_records, o.max_held_total, o.hold_unpublished_ms)
         self.held_total = 0  # records this subtask holds for keys no model serves
-        self.journal = self._crash_journal()
         self.stats: dict[tuple[str, int], ModelStats] = {}
         # Operator-wide metrics only: per-version numbers go out in STATS/UNLOADED model events.
         # Flink metrics cannot be unregistered, and Beam reports every one at every bundle end
@@ -136,17 +136,22 @@ class ScoreModels(KeyedBroadcastProcessFunction):
         self.metrics = FlinkMetrics(runtime_context.get_metrics_group().add_group("scoring"), self.totals,
                                     self.execution_mode)
 
-    def _crash_journal(self) -> CrashJournal:
+    def _crash_journals(self) -> tuple[CrashJournal, LoadJournal]:
+        """The subtask's journals of the records being scored and of the model loads running
+        (scoring.poison): `<cache>/.journal/<group id>-<subtask>.json` and `....loads.json`."""
         o = self.options
         try:
             directory = private_directory(Path(o.model_cache_dir or default_cache_dir())) / ".journal"
-            return CrashJournal(directory / f"{o.journal_name}-{self.subtask}.json", o.max_record_crashes)
+            name = f"{o.journal_name}-{self.subtask}"
+            return (CrashJournal(directory / f"{name}.json", o.max_record_crashes),
+                    LoadJournal(directory / f"{name}.loads.json", o.max_load_crashes))
         except (FetchError, OSError) as err:  # the fetches will say so too: no reason to fail the task
-            log.warning("no crash journal (records that kill the worker are not dead-lettered): %s", err)
-            return CrashJournal(None, o.max_record_crashes)
+            log.warning("no crash journals (records and model loads that kill the worker are not counted): %s",
+                        err)
+            return CrashJournal(None, o.max_record_crashes), LoadJournal(None, o.max_load_crashes)
 
     def close(self) -> None:
-        self.manager.close()
+        self.manager.close()  # and its load journal
         self.journal.close()
 
     # ---- model updates (broadcast side) --------------------------------------------

@@ -107,6 +107,10 @@ def job_parser(environ: Mapping[str, str] = os.environ) -> argparse.ArgumentPars
     flag("--max-record-crashes", type=int, default=defaults.max_record_crashes,
          help="a record whose scoring killed the worker process this many times is dead-lettered "
               "(the crash journal is kept in the model cache directory)")
+    flag("--max-load-crashes", type=int, default=defaults.max_load_crashes,
+         help="a model version whose load (fetch, load, warm-up, verification) killed the worker process "
+              "this many times in a row is not loaded again: it fails at once with an ERROR event and the "
+              "current model serves on (the load journal is kept beside the crash journal)")
     flag("--trusted-keys", default="",
          help="comma-separated Ed25519 public keys (PEM files, or directories of them): only models "
               "signed by one of them are loaded. Default: none, and any model is loaded")
@@ -176,6 +180,7 @@ def options_from(args: argparse.Namespace) -> ScoringOptions:
         stats_interval_ms=args.stats_interval_ms,
         max_record_bytes=args.max_record_bytes,
         max_record_crashes=args.max_record_crashes,
+        max_load_crashes=args.max_load_crashes,
         journal_name=args.group_id,
         record_format=args.record_format,
         trusted_keys=tuple(k for k in args.trusted_keys.split(",") if k),

@@ -7,6 +7,10 @@ type is waiting for (its current one after a restore or an eviction, or its firs
 on a thread of its own, never queued behind upgrades, which may be slow or failing. Its state
 changes only on the caller's (operator) thread, when `get` collects a finished load:
 a model is never visible before it is completely loaded and warmed up.
+
+Every load runs in the subtask's load journal (`scoring.poison.LoadJournal`): a version whose
+load killed the worker process (a crash in native code, not an exception) `max_crashes` times
+fails at once, as a load error does, and none of its load runs again.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from dataclasses import dataclass
 from contract import scoring_pb2 as pb
 from scoring.errors import ModelLoadError
 from scoring.loader import Servable
+from scoring.poison import LoadJournal, load_key
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +47,11 @@ class ModelManager:
         capacity: int = 256,
         retry_after_s: float = 30.0,
         workers: int = 1,
+        journal: LoadJournal | None = None,
     ) -> None:
+        """`journal`: the subtask's load journal, closed by `close` (None: loads are not journalled)."""
         self._load = load
+        self._journal = journal or LoadJournal(None)
         self._capacity = max(1, capacity)
         self.retry_after_s = retry_after_s
         self._ready: OrderedDict[ModelKey, Servable] = OrderedDict()
@@ -66,7 +74,25 @@ class ModelManager:
             return
         self._failed.pop(key, None)
         log.info("model %s v%s: LOADING", *key)
-        self._loading[key] = (d, self._executors[urgent].submit(self._load, d))
+        self._loading[key] = (d, self._executors[urgent].submit(self._journalled_load, d))
+
+    def _journalled_load(self, d: pb.ModelDescriptor) -> Servable:
+        """On a loader thread: the load, journalled while it runs (fetch, load, warm-up and
+        verification all run native code); refused at once if it killed the worker too often."""
+        key = load_key(d)
+        crashes = self._journal.crashes_of(key)
+        if crashes >= self._journal.max_crashes:
+            raise ModelLoadError(
+                f"loading {d.name} v{d.version} crashed the Python worker {crashes} times (a crash in "
+                "native code, not an exception); it is not loaded again: publish a fixed version")
+        self._journal.loading(key)
+        try:
+            servable = self._load(d)
+        except BaseException:
+            self._journal.loaded(key, ready=False)
+            raise
+        self._journal.loaded(key, ready=True)
+        return servable
 
     def get(self, d: pb.ModelDescriptor, urgent: bool = False) -> LoadStatus:
         """Where `d` stands now; requests it if nobody has. Call `collect` first."""
@@ -120,6 +146,7 @@ class ModelManager:
     def close(self) -> None:
         for executor in self._executors.values():
             executor.shutdown(wait=False, cancel_futures=True)
+        self._journal.close()
         for servable in self._ready.values():
             servable.model.release()
         self._ready.clear()

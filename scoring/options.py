@@ -26,6 +26,7 @@ class ScoringOptions:
     stats_interval_ms: int = 10_000
     max_record_bytes: int = 4 * 1024 * 1024
     max_record_crashes: int = 2  # a record that killed its worker this often is dead-lettered
+    max_load_crashes: int = 2  # a model version whose load killed its worker this often is not loaded again
     journal_name: str = "scoring-job"  # names the crash journals of this job's subtasks (its --group-id)
     record_format: str = "auto"  # JSON if the bytes start with "{", else protobuf; or force one
     trusted_keys: tuple[str, ...] = ()  # PEM files or directories: if any, only what they signed runs
