@@ -330,9 +330,7 @@ class Bench:
             job_args |= {"bootstrap_servers": self.broker.bootstrap_servers,
                          "kafka_config": self.broker.admit_job(BENCH_JOB, setup.topics, setup.group_id)}
         env = {**os.environ, "SCORING_EXTRA_BACKENDS": "99=bench.remote_model:RemoteHttpBackend"}
-        defaults = ScoringOptions()  # the job's, where a case does not say otherwise
-        job_args = {"batch_size": defaults.batch_size, "batch_max_wait_ms": defaults.batch_max_wait_ms, **job_args}
-        args = setup.job_args(delivery="at-least-once", max_held_records=10**7, **job_args)
+        args = setup.job_args(delivery="at-least-once", max_held_records=10**7, **with_job_batching(job_args))
         with RunningJob(args, setup.workdir / "job.log", env=env, module=module) as job:
             producer_rps = self.warm_then_measure(setup, job, n, timeout_s, before_measure, workload)
             rss = peak_rss_mb(job.proc.pid)
@@ -340,6 +338,13 @@ class Bench:
         events = read_all(setup.bootstrap, setup.topics["model-events"], pb.ModelEvent.FromString)
         return {**steady(result_times(setup.bootstrap, setup.topics["scores"], parse)), "records": n,
                 "producer_rps": producer_rps, "rss_mb": rss, "events": events}
+
+
+def with_job_batching(job_args: dict) -> dict:
+    """`job_args` with the job's own batch size and wait where they do not say otherwise (the
+    harness's ScoringSetup.job_args sets a short wait of its own for the tests)."""
+    defaults = ScoringOptions()
+    return {"batch_size": defaults.batch_size, "batch_max_wait_ms": defaults.batch_max_wait_ms, **job_args}
 
 
 # ---- cases ---------------------------------------------------------------------------------------
@@ -655,9 +660,8 @@ def latency_case(bench: Bench, kind: str, max_rps: float, seconds: float = 45, e
     rate = max_rps / 2
     setup = bench.setup()
     bench.publish(setup, kind, bench.data_types)
-    defaults = ScoringOptions()
-    job_args = {"batch_size": defaults.batch_size, "batch_max_wait_ms": defaults.batch_max_wait_ms, **job_args}
-    args = setup.job_args(delivery="at-least-once", max_held_records=10**7, execution_mode=execution_mode, **job_args)
+    args = setup.job_args(delivery="at-least-once", max_held_records=10**7, execution_mode=execution_mode,
+                          **with_job_batching(job_args))
     with RunningJob(args, setup.workdir / "job.log") as job:
         produce_records(setup.bootstrap, setup.topics["data"], bench.rows, len(bench.data_types), bench.data_types,
                         prefix="warm")
